@@ -1,0 +1,194 @@
+"""Checks that a saved model folder works as Hub remote code.
+
+Two checks, both used by the test battery and by `hf-models audit`:
+
+* `audit_folder` / `audit_source`: a static audit of every shipped `.py` file. The Hub loader copies only the files
+  that `from .X import ...` lines reach in the same folder, and a user who loads with `trust_remote_code=True` has
+  torch and transformers, nothing else. So a shipped file may import the standard library, torch, transformers and
+  safetensors; other packages only inside `try/except ImportError`; local code only as single-dot, flat relative
+  imports of files that exist; and it must not print, read the environment or compile at import.
+* `run_isolated`: loads the folder with `AutoModel*.from_pretrained(folder, trust_remote_code=True)` in a child
+  process that cannot import hf_models (`python -I`, another working directory, `HF_HUB_OFFLINE=1`, a fresh
+  modules cache, `sys.modules["hf_models"] = None`), runs the model on saved inputs and returns its outputs.
+"""
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+ALLOWED_IMPORTS = frozenset({"torch", "transformers", "safetensors"})
+_FORBIDDEN_CALLS = {"print", "breakpoint", "input"}
+# Trainer's own resume state in a checkpoint folder (optimizer, scheduler, RNG, arguments): never model weights.
+_TRAINER_STATE = re.compile(r"^(optimizer|scheduler|scaler|training_args|rng_state(_\d+)?)\.(pt|pth|bin)$")
+
+
+def _is_import_error_guard(node):
+    """True for a `try:` whose handlers catch ImportError/ModuleNotFoundError (an optional fast path)."""
+    for handler in node.handlers:
+        names = []
+        if handler.type is None:
+            continue
+        if isinstance(handler.type, ast.Tuple):
+            names = [getattr(elt, "id", None) for elt in handler.type.elts]
+        else:
+            names = [getattr(handler.type, "id", None)]
+        if {"ImportError", "ModuleNotFoundError"} & set(names):
+            return True
+    return False
+
+
+def audit_source(source, filename, folder_files):
+    """Problems (strings) of one shipped file; `folder_files` is the set of file names beside it."""
+    problems = []
+    tree = ast.parse(source, filename=filename)
+    guarded = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and _is_import_error_guard(node):
+            for inner in node.body:
+                for sub in ast.walk(inner):
+                    guarded.add(id(sub))
+    stdlib = set(sys.stdlib_module_names)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                top = alias.name.split(".")[0]
+                if top not in stdlib and top not in ALLOWED_IMPORTS and id(node) not in guarded:
+                    problems.append(f"{filename}:{node.lineno}: imports '{alias.name}' (only stdlib, torch, transformers, safetensors)")
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                top = (node.module or "").split(".")[0]
+                if top not in stdlib and top not in ALLOWED_IMPORTS and id(node) not in guarded:
+                    problems.append(f"{filename}:{node.lineno}: imports from '{node.module}' (only stdlib, torch, transformers, safetensors)")
+            elif node.level != 1:
+                problems.append(f"{filename}:{node.lineno}: relative import with {node.level} dots (only single-dot imports are copied to the Hub)")
+            elif not node.module:
+                problems.append(f"{filename}:{node.lineno}: 'from . import ...' is not followed by the Hub loader; use 'from .module import name'")
+            elif "." in node.module:
+                problems.append(f"{filename}:{node.lineno}: relative import of a sub-package '{node.module}' (the shipped folder is flat)")
+            elif f"{node.module}.py" not in folder_files:
+                problems.append(f"{filename}:{node.lineno}: relative import '.{node.module}' has no {node.module}.py in the folder")
+        elif isinstance(node, ast.Call):
+            func = node.func
+            name = getattr(func, "id", None) or getattr(func, "attr", None)
+            if isinstance(func, ast.Name) and name in _FORBIDDEN_CALLS:
+                problems.append(f"{filename}:{node.lineno}: calls {name}() (no output or interaction from shipped code)")
+            if name in {"getenv", "putenv"}:
+                problems.append(f"{filename}:{node.lineno}: reads the environment ({name})")
+            if name == "compile" and isinstance(func, ast.Attribute) and getattr(func.value, "id", None) == "torch":
+                problems.append(f"{filename}:{node.lineno}: calls torch.compile (no compilation at import or load)")
+        elif isinstance(node, ast.Attribute) and node.attr == "environ":
+            problems.append(f"{filename}:{node.lineno}: reads os.environ")
+    return problems
+
+
+def relative_imports(path):
+    """Module names imported as `from .X import ...` by the file at `path`."""
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    return {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
+
+
+def shipped_files(folder, entry_points):
+    """The transitive closure of `from .X import` starting at `entry_points` (file names) inside `folder`."""
+    folder = Path(folder)
+    todo, seen = list(entry_points), set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if (folder / name).exists():
+            todo.extend(f"{module}.py" for module in relative_imports(folder / name))
+    return sorted(seen)
+
+
+def audit_folder(folder, required_auto_classes=()):
+    """Problems of a saved model folder: every `.py` file audited; `auto_map` complete and pointing at files."""
+    folder = Path(folder)
+    problems = []
+    files = {p.name for p in folder.iterdir() if p.is_file()}
+    for name in sorted(f for f in files if f.endswith(".py")):
+        problems += audit_source((folder / name).read_text(encoding="utf-8"), name, files)
+    config_path = folder / "config.json"
+    if not config_path.exists():
+        return problems + ["config.json is missing"]
+    auto_map = json.loads(config_path.read_text(encoding="utf-8")).get("auto_map") or {}
+    for auto_class in ("AutoConfig", *required_auto_classes):
+        if auto_class not in auto_map:
+            problems.append(f"config.json auto_map lacks {auto_class}")
+    for auto_class, reference in auto_map.items():
+        module = reference.split("--")[-1].rsplit(".", 1)[0]
+        if f"{module}.py" not in files:
+            problems.append(f"auto_map[{auto_class!r}] = {reference!r} but {module}.py is not in the folder")
+    pickles = sorted(
+        name for name in files
+        if name.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt")) and not _TRAINER_STATE.match(name)
+    )
+    if pickles:
+        problems.append(f"the folder holds pickle weights {pickles}; only safetensors are allowed")
+    if not any(name.endswith(".safetensors") or name.endswith(".safetensors.index.json") for name in files):
+        problems.append("the folder has no safetensors weights")
+    return problems
+
+
+_CHILD = r"""
+import sys
+sys.modules["hf_models"] = None  # the package under test must not be importable here
+import json
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+folder, auto_class, inputs_path, out_path, threads, max_new_tokens = sys.argv[1:7]
+torch.manual_seed(0)
+torch.set_num_threads(int(threads))
+model = getattr(transformers, auto_class).from_pretrained(folder, trust_remote_code=True)
+model.eval()
+inputs = load_file(inputs_path)
+with torch.no_grad():
+    output = model(**inputs)
+result = {k: v.detach().clone().contiguous() for k, v in output.items() if isinstance(v, torch.Tensor)}
+if int(max_new_tokens) > 0:
+    gen_inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
+    result["generated"] = model.generate(**gen_inputs, max_new_tokens=int(max_new_tokens), do_sample=False)
+save_file(result, out_path)
+loaded = sorted(
+    name for name, module in sys.modules.items()
+    if module is not None and (name == "hf_models" or name.startswith("hf_models."))
+)
+print(json.dumps({"model_module": type(model).__module__, "hf_models_modules": loaded}))
+"""
+
+
+def run_isolated(folder, auto_class, inputs, max_new_tokens=0, timeout=600):
+    """Load `folder` with `transformers.<auto_class>.from_pretrained(..., trust_remote_code=True)` in a child process
+    without hf_models, run it on `inputs` (a dict of tensors) and return `(outputs, info)`.
+
+    `outputs` holds every tensor field of the model output (and `generated` when `max_new_tokens > 0`); `info` holds
+    the child's `model_module` (the module its class came from) and the hf_models modules it saw (must be none).
+    """
+    folder = Path(folder).resolve()
+    with tempfile.TemporaryDirectory(prefix="hfm_isolated_") as tmp:
+        tmp = Path(tmp)
+        script, inputs_path, out_path = tmp / "child.py", tmp / "inputs.safetensors", tmp / "outputs.safetensors"
+        script.write_text(_CHILD, encoding="utf-8")
+        save_file({k: v.contiguous() for k, v in inputs.items()}, str(inputs_path))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "HF_MODULES_CACHE"))}
+        env.update({"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp / "modules"), "TRANSFORMERS_VERBOSITY": "error"})
+        cwd = tmp / "cwd"
+        cwd.mkdir()
+        command = [sys.executable, "-I", str(script), str(folder), auto_class, str(inputs_path), str(out_path),
+                   str(torch.get_num_threads()), str(max_new_tokens)]  # fmt: skip
+        proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"isolated load of {folder} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        info = json.loads(proc.stdout.strip().splitlines()[-1])
+        return load_file(str(out_path)), info

@@ -1,0 +1,20 @@
+"""NGT (Newtonian Gravity Transformer): registration with the Auto classes and re-exports.
+
+This file is not shipped to the Hub; the shipped files are configuration_ngt.py, modeling_ngt.py and ops_ngt.py.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+from .configuration_ngt import NgtConfig
+from .modeling_ngt import NgtForCausalLM, NgtModel, NgtPreTrainedModel
+
+
+AutoConfig.register(NgtConfig.model_type, NgtConfig, exist_ok=True)
+AutoModel.register(NgtConfig, NgtModel, exist_ok=True)
+AutoModelForCausalLM.register(NgtConfig, NgtForCausalLM, exist_ok=True)
+# Every save_pretrained (Trainer checkpoints included) copies the code files and writes the auto_map.
+NgtConfig.register_for_auto_class()
+NgtModel.register_for_auto_class("AutoModel")
+NgtForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
+__all__ = ["NgtConfig", "NgtForCausalLM", "NgtModel", "NgtPreTrainedModel"]
