@@ -385,7 +385,8 @@ class NgtModel(NgtPreTrainedModel):
             raise ValueError("input_ids is required")
         if kwargs.get("output_attentions"):
             raise ValueError("output_attentions is not supported by NGT; use NgtForCausalLM.gravity_diagnostics()")
-        use_cache = use_cache if use_cache is not None else self.config.use_cache
+        # A training forward builds no cache unless asked to (it would only cost memory).
+        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )

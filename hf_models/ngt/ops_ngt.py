@@ -23,7 +23,6 @@ import functools
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 
 # Score of a pair outside the hard radius. Finite (not the dtype minimum) so that the straight-through estimator can
@@ -182,11 +181,12 @@ def _fast_scores(
 
 
 def _attention_block(
-    coords_q, coords_k, sq_norm_k, mass_q, mass_k, values, gamma, beta, radius, self_score, key_valid, q_start,
+    coords_q, coords_k, mass_q, mass_k, values, gamma, beta, radius, self_score, key_valid, q_start,
     kernel, eps, cutoff, sharpness, dropout_p, training,
 ):  # fmt: skip
-    """One block of queries: (B, H, Qb, D) output."""
+    """One block of queries through plain autograd (keeps its score matrices for the backward): (B, H, Qb, D)."""
     with torch.autocast(device_type=coords_q.device.type, enabled=False):
+        sq_norm_k = (coords_k * coords_k).sum(-1)[:, :, None, :]  # (B, H, 1, K)
         scores = _fast_scores(
             coords_q, coords_k, sq_norm_k, mass_q, mass_k, gamma, beta, radius, self_score, key_valid, q_start,
             kernel, eps, cutoff, sharpness,
@@ -194,6 +194,173 @@ def _attention_block(
         probs = torch.softmax(scores, dim=-1)
     probs = F.dropout(probs, p=dropout_p, training=training)
     return torch.matmul(probs.to(values.dtype), values)
+
+
+def _rng_state(device):
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def _dropout_keep_mask(probs, dropout_p, rng_state):
+    """Scaled keep-mask of inverted dropout, drawn from `rng_state` (the same mask in forward and backward)."""
+    devices = [probs.device] if probs.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        if probs.device.type == "cuda":
+            torch.cuda.set_rng_state(rng_state, probs.device)
+        else:
+            torch.set_rng_state(rng_state)
+        return torch.empty_like(probs).bernoulli_(1.0 - dropout_p).div_(1.0 - dropout_p)
+
+
+def _block_scores(coords_q, coords_k, coef_a, coef_b, mass_k, r2, self_score, key_valid, q_start, eps, cutoff, sharpness):
+    """Scores of one block of queries, built in place without autograd (the fused path's forward and recompute).
+
+    s_ij = m_j (a_i + b_i / (d_ij^2 + eps)) + gate_r(d_ij^2), where a_i = beta m_i and b_i = -/+ gamma m_i (or
+    a = None, b = -/+ gamma and no m_j when masses are not in the score). Keys are timeline positions
+    0..q_start+Qb-1, query i sits at q_start + i. Returns (scores, sq_dist), both (B, H, Qb, K) float32.
+    """
+    batch, num_heads, num_queries, coord_size = coords_q.shape
+    num_keys = coords_k.shape[2]
+    sq_norm_q = (coords_q * coords_q).sum(-1, keepdim=True)  # (B, H, Qb, 1)
+    sq_norm_k = (coords_k * coords_k).sum(-1)[:, :, None, :]  # (B, H, 1, K)
+    sq_dist = torch.baddbmm(
+        (sq_norm_q + sq_norm_k).reshape(batch * num_heads, num_queries, num_keys),
+        coords_q.reshape(batch * num_heads, num_queries, coord_size),
+        coords_k.reshape(batch * num_heads, num_keys, coord_size).transpose(1, 2),
+        alpha=-2.0,
+    ).view(batch, num_heads, num_queries, num_keys)
+    sq_dist.clamp_(min=0.0)
+    sq_dist.diagonal(offset=q_start, dim1=-2, dim2=-1).zero_()  # d_ii = 0 exactly
+    scores = torch.add(sq_dist, eps).reciprocal_().mul_(coef_b)
+    if coef_a is not None:
+        scores.add_(coef_a)
+    if mass_k is not None:
+        scores.mul_(mass_k)
+    if cutoff == "hard":
+        scores.masked_fill_(sq_dist > r2, HARD_CUTOFF_SCORE)
+    elif cutoff == "soft":
+        scores.sub_(F.softplus(sq_dist * (sharpness / r2) - sharpness))
+    diagonal = scores.diagonal(offset=q_start, dim1=-2, dim2=-1)  # (B, H, Qb) view of s_ii
+    if self_score is not None:
+        diagonal.copy_(self_score.view(1, num_heads, 1).expand_as(diagonal))
+    if key_valid is not None:
+        kept = diagonal.clone()  # a padded query still sees itself
+        scores.masked_fill_(~key_valid[:, None, None, :], torch.finfo(torch.float32).min)
+        diagonal.copy_(kept)
+    # causal: only the last Qb keys can lie after a query (the strict upper triangle of that square)
+    future = torch.ones(num_queries, num_queries, dtype=torch.bool, device=scores.device).triu_(1)
+    scores[..., q_start:].masked_fill_(future, torch.finfo(torch.float32).min)
+    return scores, sq_dist
+
+
+class _FusedGravityBlock(torch.autograd.Function):
+    """Gravity attention of one block of queries with a hand-written backward (flash-attention style).
+
+    The forward keeps only the output and the row log-sum-exp; the backward rebuilds the scores once and applies
+    the chain rule through softmax, the kernel, the radius gate (the soft gate's gradient for both cutoffs, i.e.
+    straight-through for "hard") and d_ij^2 = |c_i|^2 + |c_j|^2 - 2 c_i . c_j:
+        dL/dc_i = 2 (sum_j G_ij c_i - sum_j G_ij c_j),   dL/dc_j = 2 (sum_i G_ij c_j - sum_i G_ij c_i),   G = dL/dd^2.
+    Tested against autograd through `naive_gravity_attention` on outputs and gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, coords_q, coords_k, values, coef_a, coef_b, mass_k, r2, self_score, key_valid, q_start, eps,
+                cutoff, sharpness, dropout_p):  # fmt: skip
+        scores, _ = _block_scores(
+            coords_q, coords_k, coef_a, coef_b, mass_k, r2, self_score, key_valid, q_start, eps, cutoff, sharpness
+        )
+        # softmax in place with one exp; keep the row log-sum-exp for the backward
+        row_max = scores.amax(dim=-1, keepdim=True)  # (B, H, Qb, 1)
+        probs = scores.sub_(row_max).exp_()
+        row_sum = probs.sum(dim=-1, keepdim=True)
+        probs.div_(row_sum)
+        lse = row_max.add_(row_sum.log_())
+        ctx.rng_state = None
+        if dropout_p > 0:
+            ctx.rng_state = _rng_state(probs.device)
+            probs.mul_(_dropout_keep_mask(probs, dropout_p, ctx.rng_state))
+        out = torch.matmul(probs.to(values.dtype), values)  # (B, H, Qb, D)
+        ctx.save_for_backward(coords_q, coords_k, values, coef_a, coef_b, mass_k, r2, self_score, key_valid, lse)
+        ctx.config = (q_start, eps, cutoff, sharpness, dropout_p)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        coords_q, coords_k, values, coef_a, coef_b, mass_k, r2, self_score, key_valid, lse = ctx.saved_tensors
+        q_start, eps, cutoff, sharpness, dropout_p = ctx.config
+        needs = ctx.needs_input_grad
+        scores, sq_dist = _block_scores(
+            coords_q, coords_k, coef_a, coef_b, mass_k, r2, self_score, key_valid, q_start, eps, cutoff, sharpness
+        )
+        probs = scores.sub_(lse).exp_()  # (B, H, Qb, K), before dropout
+        keep = _dropout_keep_mask(probs, dropout_p, ctx.rng_state) if dropout_p > 0 else None
+        grad_out = grad_out.to(values.dtype)
+        grad_values = None
+        if needs[2]:
+            dropped = probs * keep if keep is not None else probs
+            grad_values = torch.matmul(dropped.transpose(-1, -2).to(values.dtype), grad_out)
+        # softmax: dS = P * (dP - rowsum(P * dP)), dP = dO V^T (times the dropout mask). rowsum(P * dP) equals
+        # rowsum(dO * O) mathematically, but only this form is exactly 0 for a row with a single key (the first
+        # token), where the kernel's 1 / eps would amplify any rounding.
+        grad_scores = torch.matmul(grad_out, values.transpose(-1, -2)).float()
+        if keep is not None:
+            grad_scores.mul_(keep)
+        row_dot = (grad_scores * probs).sum(-1, keepdim=True)
+        grad_scores.sub_(row_dot).mul_(probs)
+        del probs, keep
+        grad_self = None
+        diagonal = grad_scores.diagonal(offset=q_start, dim1=-2, dim2=-1)
+        if self_score is not None:
+            grad_self = diagonal.sum(dim=(0, 2)).view_as(self_score)
+            diagonal.zero_()  # s_ii does not depend on the kernel then
+        inv = torch.add(sq_dist, eps).reciprocal_()
+        grad_mass_k = None
+        if mass_k is not None and needs[5]:
+            kernel = inv * coef_b  # s_ij / m_j = a_i + b_i inv_ij
+            if coef_a is not None:
+                kernel.add_(coef_a)
+            grad_mass_k = kernel.mul_(grad_scores).sum(dim=(1, 2), keepdim=True)  # (B, 1, 1, K)
+            del kernel
+        grad_kernel = grad_scores * mass_k if mass_k is not None else grad_scores.clone()  # dL/d(a + b inv)
+        grad_a = grad_kernel.sum(-1, keepdim=True) if coef_a is not None and needs[3] else None
+        grad_sq = grad_kernel.mul_(inv)  # dL/d(b) per pair, then dL/d(d^2) = -b inv^2 dL/d(s/m)
+        grad_b = grad_sq.sum(-1, keepdim=True).sum_to_size(coef_b.shape) if needs[4] else None
+        grad_sq.mul_(inv).mul_(coef_b).neg_()
+        del inv
+        grad_r2 = None
+        if cutoff != "none":
+            # gate = -softplus(k (d^2 / r^2 - 1)): d/dd^2 = -sigmoid(.) k / r^2, d/dr^2 = sigmoid(.) k d^2 / r^4
+            weighted = (sq_dist * (sharpness / r2) - sharpness).sigmoid_().mul_(grad_scores)
+            if needs[6]:
+                grad_r2 = (weighted * sq_dist).sum() * (sharpness / (r2 * r2))
+            grad_sq.sub_(weighted.mul_(sharpness / r2))
+            del weighted
+        del grad_scores, sq_dist
+        grad_sq.diagonal(offset=q_start, dim1=-2, dim2=-1).zero_()  # d_ii is a constant 0
+        grad_q = grad_k = None
+        if needs[0]:
+            grad_q = 2.0 * (grad_sq.sum(-1, keepdim=True) * coords_q - torch.matmul(grad_sq, coords_k))
+        if needs[1]:
+            grad_k = 2.0 * (grad_sq.sum(-2)[..., None] * coords_k - torch.matmul(grad_sq.transpose(-1, -2), coords_q))
+        return (grad_q, grad_k, grad_values, grad_a, grad_b, grad_mass_k, grad_r2, grad_self) + (None,) * 6
+
+
+def _fused_block(coords_q, coords_k, mass_q, mass_k, values, gamma, beta, radius, self_score, key_valid, q_start,
+                 kernel, eps, cutoff, sharpness, dropout_p, training):  # fmt: skip
+    """Coefficients for `_FusedGravityBlock` (small tensors, through autograd), then the fused block."""
+    num_heads = coords_q.shape[1]
+    signed_gamma = gamma.view(1, num_heads, 1, 1) * (-1.0 if kernel == "repulsive" else 1.0)
+    if mass_q is not None:
+        m_q = mass_q[:, None, :, None]  # (B, 1, Qb, 1)
+        coef_a, coef_b, m_k = beta.view(1, num_heads, 1, 1) * m_q, signed_gamma * m_q, mass_k[:, None, None, :]
+    else:
+        coef_a, coef_b, m_k = None, signed_gamma, None
+    r2 = radius * radius if cutoff != "none" else None
+    self_view = self_score.view(1, num_heads, 1, 1) if self_score is not None else None
+    with torch.autocast(device_type=coords_q.device.type, enabled=False):
+        return _FusedGravityBlock.apply(
+            coords_q, coords_k, values, coef_a, coef_b, m_k, r2, self_view, key_valid, q_start, eps, cutoff,
+            sharpness, dropout_p if training else 0.0,
+        )  # fmt: skip
 
 
 def _as_float(tensor):
@@ -225,8 +392,10 @@ def chunked_gravity_attention(
     """Fast gravity attention (same arguments and result as `naive_gravity_attention`).
 
     Queries are split into blocks of `chunk_size`; block [s, e) only reads keys [0, q_start + e) (the causal
-    prefix). With `recompute` and gradients enabled each block is checkpointed: its scores are rebuilt in the
-    backward pass, so the peak memory is one block's (B, H, chunk, K) scores instead of all (B, H, Q, K).
+    prefix). With `recompute` (the default) each block runs as `_FusedGravityBlock`: scores are built in place,
+    only the output and the row log-sum-exp are kept, and the backward pass rebuilds one block's scores at a time,
+    so the peak memory is one block's (B, H, chunk, K) scores instead of all (B, H, Q, K). Without `recompute`,
+    blocks run through plain autograd and keep their score matrices (more memory, the same result).
     """
     _check_kernel(kernel, cutoff)
     if chunk_size < 1:
@@ -235,12 +404,10 @@ def chunked_gravity_attention(
     coords_q, coords_k = coords_q.float(), coords_k.float()
     mass_q, mass_k = _as_float(mass_q), _as_float(mass_k)
     gamma, beta, radius, self_score = _as_float(gamma), _as_float(beta), _as_float(radius), _as_float(self_score)
-    sq_norm_k = (coords_k * coords_k).sum(-1)[:, :, None, :]  # (B, H, 1, K)
     block = functools.partial(
-        _attention_block, kernel=kernel, eps=eps, cutoff=cutoff, sharpness=sharpness, dropout_p=dropout_p,
-        training=training,
+        _fused_block if recompute else _attention_block, kernel=kernel, eps=eps, cutoff=cutoff, sharpness=sharpness,
+        dropout_p=dropout_p, training=training,
     )  # fmt: skip
-    use_checkpoint = recompute and torch.is_grad_enabled() and num_queries > 1
     outputs = []
     for start in range(0, num_queries, chunk_size):
         end = min(num_queries, start + chunk_size)
@@ -248,7 +415,6 @@ def chunked_gravity_attention(
         args = (
             coords_q[:, :, start:end],
             coords_k[:, :, :k_end],
-            sq_norm_k[..., :k_end],
             None if mass_q is None else mass_q[:, start:end],
             None if mass_k is None else mass_k[:, :k_end],
             values[:, :, :k_end],
@@ -259,10 +425,7 @@ def chunked_gravity_attention(
             None if key_valid is None else key_valid[:, :k_end],
             q_start + start,
         )
-        if use_checkpoint:
-            outputs.append(checkpoint(block, *args, use_reentrant=False))
-        else:
-            outputs.append(block(*args))
+        outputs.append(block(*args))
     return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
 
 

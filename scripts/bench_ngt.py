@@ -1,0 +1,238 @@
+"""Benchmark NGT against a stock transformers causal LM of matched size and shape.
+
+Same process, same batch, same optimiser: training tokens/s and peak memory of one training step at sequence 256
+and 1024, and decode milliseconds per token at positions 64 and 1024. The baseline is `LlamaForCausalLM` built from
+a config (no hand-written baseline) with the same hidden size, layers, heads and vocabulary, and an intermediate
+size chosen so both models have about the same number of parameters.
+
+Peak memory is the growth of the process's resident set during a training step (Linux VmHWM, reset through
+/proc/self/clear_refs before each measurement), so it counts everything the step allocates.
+
+    python scripts/bench_ngt.py                      # writes benchmarks/ngt.json and benchmarks/ngt.md
+    python scripts/bench_ngt.py --quick              # fewer steps, for a smoke run
+"""
+
+import argparse
+import ctypes
+import gc
+import json
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hf_models import NgtConfig, NgtForCausalLM  # noqa: E402
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def memory_kib():
+    status = Path("/proc/self/status").read_text()
+    return {key: int(re.search(rf"{key}:\s+(\d+)", status).group(1)) for key in ("VmHWM", "VmRSS")}
+
+
+def reset_peak():
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back, so the resident set shows live memory
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def build_models(args):
+    ngt_config = NgtConfig(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        intermediate_size=4 * args.hidden,
+        max_position_embeddings=args.max_len,
+        attention_dropout=0.0,
+        hidden_dropout=0.0,
+    )
+    torch.manual_seed(0)
+    ngt = NgtForCausalLM(ngt_config)
+    ngt_params = sum(p.numel() for p in ngt.parameters())
+    # Llama's SwiGLU MLP has three matrices: pick the intermediate size that matches NGT's parameter count.
+    per_layer_other = 4 * args.hidden * args.hidden + 2 * args.hidden
+    llama_non_mlp = args.vocab * args.hidden + args.layers * per_layer_other + args.hidden
+    intermediate = max(1, round((ngt_params - llama_non_mlp) / (3 * args.hidden * args.layers)))
+    llama_config = LlamaConfig(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=args.max_len,
+        tie_word_embeddings=True,
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(llama_config)
+    return {"ngt": ngt, "llama": llama}
+
+
+def train_step(model, optimizer, ids, autocast):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
+def bench_training(models, seq, batch, steps, warmup, vocab, autocast):
+    generator = torch.Generator().manual_seed(seq)
+    batches = [torch.randint(0, vocab, (batch, seq), generator=generator) for _ in range(steps + warmup)]
+    results = {}
+    for name, model in models.items():
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        train_step(model, optimizer, batches[0], autocast)  # allocate optimizer state outside the measurement
+        reset_peak()
+        before = memory_kib()["VmRSS"]
+        train_step(model, optimizer, batches[0], autocast)
+        peak_mib = (memory_kib()["VmHWM"] - before) / 1024
+        for ids in batches[1:warmup]:
+            train_step(model, optimizer, ids, autocast)
+        start = time.perf_counter()
+        for ids in batches[warmup:]:
+            train_step(model, optimizer, ids, autocast)
+        seconds = time.perf_counter() - start
+        results[name] = {"tokens_per_s": steps * batch * seq / seconds, "step_ms": 1000 * seconds / steps, "peak_step_mib": peak_mib}
+        del optimizer
+        model.zero_grad(set_to_none=True)
+    return results
+
+
+@torch.no_grad()
+def bench_decode(models, position, tokens, vocab):
+    generator = torch.Generator().manual_seed(position)
+    prompt = torch.randint(0, vocab, (1, position), generator=generator)
+    results = {}
+    for name, model in models.items():
+        model.eval()
+        out = model(input_ids=prompt, use_cache=True)
+        cache = out["cache"] if "cache" in out else out["past_key_values"]
+        next_id = out.logits[:, -1:].argmax(-1)
+        timings = []
+        for _ in range(tokens):
+            start = time.perf_counter()
+            out = model(input_ids=next_id, cache=cache, use_cache=True)
+            next_id = out.logits[:, -1:].argmax(-1)
+            timings.append(time.perf_counter() - start)
+        timings = sorted(timings)[: max(1, int(0.8 * len(timings)))]  # drop the slowest fifth (scheduler noise)
+        results[name] = {"ms_per_token": 1000 * sum(timings) / len(timings)}
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--vocab", type=int, default=256)
+    parser.add_argument("--max-len", type=int, default=1088)
+    parser.add_argument("--batch", type=int, default=8, help="sequences per step at length 256 (scaled for 1024)")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--decode-tokens", type=int, default=32)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "ngt"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.warmup, args.decode_tokens = 2, 1, 8
+    torch.set_num_threads(torch.get_num_threads())
+    models = build_models(args)
+    report = {
+        "setup": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "machine": platform.machine(),
+            "threads": torch.get_num_threads(),
+            "hidden": args.hidden,
+            "layers": args.layers,
+            "heads": args.heads,
+            "vocab": args.vocab,
+            "params": {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()},
+            "llama_intermediate_size": models["llama"].config.intermediate_size,
+            "ngt_chunk_size": models["ngt"].config.gravity_chunk_size,
+        },
+        "training": {},
+        "decode": {},
+    }
+    for seq, batch in ((256, args.batch), (1024, max(1, args.batch // 4))):
+        for precision, autocast in (("fp32", False), ("bf16", True)):
+            result = bench_training(models, seq, batch, args.steps, args.warmup, args.vocab, autocast)
+            result["batch"] = batch
+            result["throughput_ratio"] = result["ngt"]["tokens_per_s"] / result["llama"]["tokens_per_s"]
+            result["peak_memory_ratio"] = result["ngt"]["peak_step_mib"] / result["llama"]["peak_step_mib"]
+            report["training"][f"seq{seq}_{precision}"] = result
+            print(f"train seq={seq} {precision}: {json.dumps(result)}", flush=True)
+    for position in (64, 1024):
+        result = bench_decode(models, position, args.decode_tokens, args.vocab)
+        report["decode"][f"pos{position}"] = result
+        print(f"decode pos={position}: {json.dumps(result)}", flush=True)
+    decode = report["decode"]
+    report["summary"] = {
+        "train_throughput_ratio_seq256_fp32": report["training"]["seq256_fp32"]["throughput_ratio"],
+        "train_throughput_ratio_seq1024_fp32": report["training"]["seq1024_fp32"]["throughput_ratio"],
+        "train_throughput_ratio_seq256_bf16": report["training"]["seq256_bf16"]["throughput_ratio"],
+        "train_throughput_ratio_seq1024_bf16": report["training"]["seq1024_bf16"]["throughput_ratio"],
+        "peak_memory_ratio_seq1024_fp32": report["training"]["seq1024_fp32"]["peak_memory_ratio"],
+        "peak_memory_ratio_seq1024_bf16": report["training"]["seq1024_bf16"]["peak_memory_ratio"],
+        "ngt_decode_ms_pos1024_over_pos64": decode["pos1024"]["ngt"]["ms_per_token"] / decode["pos64"]["ngt"]["ms_per_token"],
+        "llama_decode_ms_pos1024_over_pos64": decode["pos1024"]["llama"]["ms_per_token"] / decode["pos64"]["llama"]["ms_per_token"],
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(render_markdown(report))
+    print(json.dumps(report["summary"], indent=2))
+
+
+def render_markdown(report):
+    setup = report["setup"]
+    lines = [
+        "# NGT vs stock LlamaForCausalLM (same process, same batch)",
+        "",
+        f"torch {setup['torch']}, transformers {setup['transformers']}, {setup['machine']}, {setup['threads']} threads. "
+        f"hidden {setup['hidden']}, {setup['layers']} layers, {setup['heads']} heads, vocab {setup['vocab']}; "
+        f"parameters NGT {setup['params']['ngt']:,} / Llama {setup['params']['llama']:,} "
+        f"(Llama intermediate {setup['llama_intermediate_size']}, SDPA attention). "
+        f"Command: `python scripts/bench_ngt.py`.",
+        "",
+        "## Training step (forward + backward + AdamW)",
+        "",
+        "| seq | precision | batch | NGT tok/s | Llama tok/s | throughput ratio | NGT peak MiB | Llama peak MiB | memory ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, r in report["training"].items():
+        seq, precision = key.split("_")
+        lines.append(
+            f"| {seq[3:]} | {precision} | {r['batch']} | {r['ngt']['tokens_per_s']:.0f} | {r['llama']['tokens_per_s']:.0f} | "
+            f"{r['throughput_ratio']:.2f} | {r['ngt']['peak_step_mib']:.0f} | {r['llama']['peak_step_mib']:.0f} | "
+            f"{r['peak_memory_ratio']:.2f} |"
+        )
+    lines += ["", "## Decode (batch 1, cached)", "", "| position | NGT ms/token | Llama ms/token |", "|---|---|---|"]
+    for key, r in report["decode"].items():
+        lines.append(f"| {key[3:]} | {r['ngt']['ms_per_token']:.2f} | {r['llama']['ms_per_token']:.2f} |")
+    s = report["summary"]
+    lines += [
+        "",
+        f"NGT decode time at position 1024 / position 64: {s['ngt_decode_ms_pos1024_over_pos64']:.2f} "
+        f"(Llama: {s['llama_decode_ms_pos1024_over_pos64']:.2f}).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
