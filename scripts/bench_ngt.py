@@ -106,7 +106,11 @@ def bench_training(models, seq, batch, steps, warmup, vocab, autocast):
         for ids in batches[warmup:]:
             train_step(model, optimizer, ids, autocast)
         seconds = time.perf_counter() - start
-        results[name] = {"tokens_per_s": steps * batch * seq / seconds, "step_ms": 1000 * seconds / steps, "peak_step_mib": peak_mib}
+        results[name] = {
+            "tokens_per_s": steps * batch * seq / seconds,
+            "step_ms": 1000 * seconds / steps,
+            "peak_step_mib": peak_mib,
+        }
         del optimizer
         model.zero_grad(set_to_none=True)
     return results
@@ -188,8 +192,10 @@ def main(argv=None):
         "train_throughput_ratio_seq1024_bf16": report["training"]["seq1024_bf16"]["throughput_ratio"],
         "peak_memory_ratio_seq1024_fp32": report["training"]["seq1024_fp32"]["peak_memory_ratio"],
         "peak_memory_ratio_seq1024_bf16": report["training"]["seq1024_bf16"]["peak_memory_ratio"],
-        "ngt_decode_ms_pos1024_over_pos64": decode["pos1024"]["ngt"]["ms_per_token"] / decode["pos64"]["ngt"]["ms_per_token"],
-        "llama_decode_ms_pos1024_over_pos64": decode["pos1024"]["llama"]["ms_per_token"] / decode["pos64"]["llama"]["ms_per_token"],
+        "ngt_decode_ms_pos1024_over_pos64": decode["pos1024"]["ngt"]["ms_per_token"]
+        / decode["pos64"]["ngt"]["ms_per_token"],
+        "llama_decode_ms_pos1024_over_pos64": decode["pos1024"]["llama"]["ms_per_token"]
+        / decode["pos64"]["llama"]["ms_per_token"],
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

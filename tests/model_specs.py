@@ -4,9 +4,9 @@ One `ModelSpec` per architecture and head. A new architecture adds its specs her
 that cannot apply is listed in `skips` with the reason, and the battery reports it as a skip with that reason.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 

@@ -62,25 +62,39 @@ def audit_source(source, filename, folder_files):
             for alias in node.names:
                 top = alias.name.split(".")[0]
                 if top not in stdlib and top not in ALLOWED_IMPORTS and id(node) not in guarded:
-                    problems.append(f"{filename}:{node.lineno}: imports '{alias.name}' (only stdlib, torch, transformers, safetensors)")
+                    problems.append(
+                        f"{filename}:{node.lineno}: imports '{alias.name}' (only stdlib, torch, transformers, safetensors)"
+                    )
         elif isinstance(node, ast.ImportFrom):
             if node.level == 0:
                 top = (node.module or "").split(".")[0]
                 if top not in stdlib and top not in ALLOWED_IMPORTS and id(node) not in guarded:
-                    problems.append(f"{filename}:{node.lineno}: imports from '{node.module}' (only stdlib, torch, transformers, safetensors)")
+                    problems.append(
+                        f"{filename}:{node.lineno}: imports from '{node.module}' (only stdlib, torch, transformers, safetensors)"
+                    )
             elif node.level != 1:
-                problems.append(f"{filename}:{node.lineno}: relative import with {node.level} dots (only single-dot imports are copied to the Hub)")
+                problems.append(
+                    f"{filename}:{node.lineno}: relative import with {node.level} dots (only single-dot imports are copied to the Hub)"
+                )
             elif not node.module:
-                problems.append(f"{filename}:{node.lineno}: 'from . import ...' is not followed by the Hub loader; use 'from .module import name'")
+                problems.append(
+                    f"{filename}:{node.lineno}: 'from . import ...' is not followed by the Hub loader; use 'from .module import name'"
+                )
             elif "." in node.module:
-                problems.append(f"{filename}:{node.lineno}: relative import of a sub-package '{node.module}' (the shipped folder is flat)")
+                problems.append(
+                    f"{filename}:{node.lineno}: relative import of a sub-package '{node.module}' (the shipped folder is flat)"
+                )
             elif f"{node.module}.py" not in folder_files:
-                problems.append(f"{filename}:{node.lineno}: relative import '.{node.module}' has no {node.module}.py in the folder")
+                problems.append(
+                    f"{filename}:{node.lineno}: relative import '.{node.module}' has no {node.module}.py in the folder"
+                )
         elif isinstance(node, ast.Call):
             func = node.func
             name = getattr(func, "id", None) or getattr(func, "attr", None)
             if isinstance(func, ast.Name) and name in _FORBIDDEN_CALLS:
-                problems.append(f"{filename}:{node.lineno}: calls {name}() (no output or interaction from shipped code)")
+                problems.append(
+                    f"{filename}:{node.lineno}: calls {name}() (no output or interaction from shipped code)"
+                )
             if name in {"getenv", "putenv"}:
                 problems.append(f"{filename}:{node.lineno}: reads the environment ({name})")
             if name == "compile" and isinstance(func, ast.Attribute) and getattr(func.value, "id", None) == "torch":
@@ -93,7 +107,9 @@ def audit_source(source, filename, folder_files):
 def relative_imports(path):
     """Module names imported as `from .X import ...` by the file at `path`."""
     tree = ast.parse(Path(path).read_text(encoding="utf-8"))
-    return {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
+    return {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+    }
 
 
 def shipped_files(folder, entry_points):
@@ -129,7 +145,8 @@ def audit_folder(folder, required_auto_classes=()):
         if f"{module}.py" not in files:
             problems.append(f"auto_map[{auto_class!r}] = {reference!r} but {module}.py is not in the folder")
     pickles = sorted(
-        name for name in files
+        name
+        for name in files
         if name.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt")) and not _TRAINER_STATE.match(name)
     )
     if pickles:
@@ -168,6 +185,57 @@ print(json.dumps({"model_module": type(model).__module__, "hf_models_modules": l
 """
 
 
+_PIPELINE_CHILD = r"""
+import sys
+sys.modules["hf_models"] = None  # the package under test must not be importable here
+import json
+import transformers
+
+folder, prompt, max_new_tokens, seed, sample = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+transformers.set_seed(seed)
+generator = transformers.pipeline("text-generation", model=folder, trust_remote_code=True)
+kwargs = {"do_sample": True, "temperature": 0.8, "top_k": 40} if sample == "1" else {"do_sample": False}
+text = generator(prompt, max_new_tokens=max_new_tokens, **kwargs)[0]["generated_text"]
+print(json.dumps({"text": text, "model_module": type(generator.model).__module__}))
+"""
+
+
+def _isolated_env(tmp):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "HF_MODULES_CACHE"))}
+    env.update({"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp / "modules"), "TRANSFORMERS_VERBOSITY": "error"})
+    return env
+
+
+def run_isolated_pipeline(folder, prompt, max_new_tokens=200, seed=0, sample=True, timeout=600):
+    """`pipeline("text-generation", model=folder, trust_remote_code=True)` in a child process without hf_models;
+    returns `(generated_text, model_module)`."""
+    folder = Path(folder).resolve()
+    with tempfile.TemporaryDirectory(prefix="hfm_isolated_") as tmp:
+        tmp = Path(tmp)
+        script = tmp / "child.py"
+        script.write_text(_PIPELINE_CHILD, encoding="utf-8")
+        (tmp / "cwd").mkdir()
+        command = [
+            sys.executable,
+            "-I",
+            str(script),
+            str(folder),
+            prompt,
+            str(max_new_tokens),
+            str(seed),
+            "1" if sample else "0",
+        ]
+        proc = subprocess.run(
+            command, cwd=tmp / "cwd", env=_isolated_env(tmp), capture_output=True, text=True, timeout=timeout
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"isolated pipeline on {folder} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+            )
+        info = json.loads(proc.stdout.strip().splitlines()[-1])
+        return info["text"], info["model_module"]
+
+
 def run_isolated(folder, auto_class, inputs, max_new_tokens=0, timeout=600):
     """Load `folder` with `transformers.<auto_class>.from_pretrained(..., trust_remote_code=True)` in a child process
     without hf_models, run it on `inputs` (a dict of tensors) and return `(outputs, info)`.
@@ -181,8 +249,7 @@ def run_isolated(folder, auto_class, inputs, max_new_tokens=0, timeout=600):
         script, inputs_path, out_path = tmp / "child.py", tmp / "inputs.safetensors", tmp / "outputs.safetensors"
         script.write_text(_CHILD, encoding="utf-8")
         save_file({k: v.contiguous() for k, v in inputs.items()}, str(inputs_path))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "HF_MODULES_CACHE"))}
-        env.update({"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp / "modules"), "TRANSFORMERS_VERBOSITY": "error"})
+        env = _isolated_env(tmp)
         cwd = tmp / "cwd"
         cwd.mkdir()
         command = [sys.executable, "-I", str(script), str(folder), auto_class, str(inputs_path), str(out_path),

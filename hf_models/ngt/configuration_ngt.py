@@ -178,7 +178,9 @@ class NgtConfig(PretrainedConfig):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 fail(field, value, "must be a positive integer")
         if self.hidden_size % self.num_attention_heads:
-            fail("hidden_size", self.hidden_size, f"must be divisible by num_attention_heads={self.num_attention_heads}")
+            fail(
+                "hidden_size", self.hidden_size, f"must be divisible by num_attention_heads={self.num_attention_heads}"
+            )
         if self.gravity_kernel not in GRAVITY_KERNELS:
             fail("gravity_kernel", self.gravity_kernel, f"must be one of {GRAVITY_KERNELS}")
         if self.radius_cutoff not in RADIUS_CUTOFFS:

@@ -329,7 +329,9 @@ class NgtModel(NgtPreTrainedModel):
 
     def _validate(self, input_ids, attention_mask, position_ids, past_length):
         if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must have shape (batch, sequence); got rank {input_ids.dim()} {tuple(input_ids.shape)}")
+            raise ValueError(
+                f"input_ids must have shape (batch, sequence); got rank {input_ids.dim()} {tuple(input_ids.shape)}"
+            )
         if input_ids.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
             raise ValueError(f"input_ids must be integer token ids; got dtype {input_ids.dtype}")
         if input_ids.shape[1] == 0:
@@ -411,7 +413,12 @@ class NgtModel(NgtPreTrainedModel):
         all_hidden = (hidden_states,) if output_hidden_states else None
         for block in self.layers:
             hidden_states, coords = block(
-                hidden_states, coords, masses, key_valid=key_valid, q_start=past_length, cache=cache if use_cache else None
+                hidden_states,
+                coords,
+                masses,
+                key_valid=key_valid,
+                q_start=past_length,
+                cache=cache if use_cache else None,
             )
             if output_hidden_states:
                 all_hidden += (hidden_states,)
@@ -473,7 +480,9 @@ class NgtForCausalLM(NgtPreTrainedModel, GenerationMixin):
         cache = _pop_cache(cache, kwargs)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if labels is not None and input_ids is not None and labels.shape != input_ids.shape:
-            raise ValueError(f"labels must have the shape of input_ids {tuple(input_ids.shape)}; got {tuple(labels.shape)}")
+            raise ValueError(
+                f"labels must have the shape of input_ids {tuple(input_ids.shape)}; got {tuple(labels.shape)}"
+            )
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         outputs = self.model(
             input_ids=input_ids,

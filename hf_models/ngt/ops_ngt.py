@@ -200,18 +200,23 @@ def _rng_state(device):
     return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
 
 
-def _dropout_keep_mask(probs, dropout_p, rng_state):
-    """Scaled keep-mask of inverted dropout, drawn from `rng_state` (the same mask in forward and backward)."""
+def _dropout_keep_mask(probs, dropout_p, rng_state=None):
+    """Scaled keep-mask of inverted dropout. Without `rng_state` it is drawn from (and advances) the global RNG, as
+    `F.dropout` does; with the state saved before that draw, the backward pass redraws the very same mask."""
+    if rng_state is None:
+        return torch.empty_like(probs).bernoulli_(1.0 - dropout_p).div_(1.0 - dropout_p)
     devices = [probs.device] if probs.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         if probs.device.type == "cuda":
             torch.cuda.set_rng_state(rng_state, probs.device)
         else:
             torch.set_rng_state(rng_state)
-        return torch.empty_like(probs).bernoulli_(1.0 - dropout_p).div_(1.0 - dropout_p)
+        return _dropout_keep_mask(probs, dropout_p)
 
 
-def _block_scores(coords_q, coords_k, coef_a, coef_b, mass_k, r2, self_score, key_valid, q_start, eps, cutoff, sharpness):
+def _block_scores(
+    coords_q, coords_k, coef_a, coef_b, mass_k, r2, self_score, key_valid, q_start, eps, cutoff, sharpness
+):
     """Scores of one block of queries, built in place without autograd (the fused path's forward and recompute).
 
     s_ij = m_j (a_i + b_i / (d_ij^2 + eps)) + gate_r(d_ij^2), where a_i = beta m_i and b_i = -/+ gamma m_i (or
@@ -277,7 +282,7 @@ class _FusedGravityBlock(torch.autograd.Function):
         ctx.rng_state = None
         if dropout_p > 0:
             ctx.rng_state = _rng_state(probs.device)
-            probs.mul_(_dropout_keep_mask(probs, dropout_p, ctx.rng_state))
+            probs.mul_(_dropout_keep_mask(probs, dropout_p))
         out = torch.matmul(probs.to(values.dtype), values)  # (B, H, Qb, D)
         ctx.save_for_backward(coords_q, coords_k, values, coef_a, coef_b, mass_k, r2, self_score, key_valid, lse)
         ctx.config = (q_start, eps, cutoff, sharpness, dropout_p)

@@ -68,7 +68,9 @@ def test_gradient_checkpointing_matches(spec):
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    assert all(block.gradient_checkpointing for block in model.modules() if hasattr(block, "_gradient_checkpointing_func"))
+    assert all(
+        block.gradient_checkpointing for block in model.modules() if hasattr(block, "_gradient_checkpointing_func")
+    )
     out_ckpt, grads_ckpt = _loss_and_grads(model, inputs)
     torch.testing.assert_close(out_ckpt.loss, out_ref.loss)
     assert grads_ref.keys() == grads_ckpt.keys()
