@@ -221,23 +221,19 @@ def _block_scores(
 
     s_ij = m_j (a_i + b_i / (d_ij^2 + eps)) + gate_r(d_ij^2), where a_i = beta m_i and b_i = -/+ gamma m_i (or
     a = None, b = -/+ gamma and no m_j when masses are not in the score). Keys are timeline positions
-    0..q_start+Qb-1, query i sits at q_start + i. Returns (scores, sq_dist), both (B, H, Qb, K) float32.
+    0..q_start+Qb-1, query i sits at q_start + i. Returns (scores, sq_dist, inv), each (B, H, Qb, K) float32,
+    inv = 1 / (d^2 + eps). The forward and the backward build the scores with the same operations, so a row with a
+    single key gets probability exactly 1 in both.
     """
-    batch, num_heads, num_queries, coord_size = coords_q.shape
-    num_keys = coords_k.shape[2]
-    sq_norm_q = (coords_q * coords_q).sum(-1, keepdim=True)  # (B, H, Qb, 1)
-    sq_norm_k = (coords_k * coords_k).sum(-1)[:, :, None, :]  # (B, H, 1, K)
-    sq_dist = torch.baddbmm(
-        (sq_norm_q + sq_norm_k).reshape(batch * num_heads, num_queries, num_keys),
-        coords_q.reshape(batch * num_heads, num_queries, coord_size),
-        coords_k.reshape(batch * num_heads, num_keys, coord_size).transpose(1, 2),
-        alpha=-2.0,
-    ).view(batch, num_heads, num_queries, num_keys)
+    num_heads, num_queries = coords_q.shape[1], coords_q.shape[2]
+    # d^2 = |c_i|^2 + |c_j|^2 - 2 c_i . c_j as ONE matmul of augmented vectors [c_i, |c_i|^2, 1] . [-2 c_j, 1, |c_j|^2]
+    q_aug = torch.cat([coords_q, (coords_q * coords_q).sum(-1, keepdim=True), torch.ones_like(coords_q[..., :1])], -1)
+    k_aug = torch.cat([-2.0 * coords_k, torch.ones_like(coords_k[..., :1]), (coords_k * coords_k).sum(-1, keepdim=True)], -1)
+    sq_dist = torch.matmul(q_aug, k_aug.transpose(-1, -2))  # (B, H, Qb, C+2) x (B, H, C+2, K) -> (B, H, Qb, K)
     sq_dist.clamp_(min=0.0)
     sq_dist.diagonal(offset=q_start, dim1=-2, dim2=-1).zero_()  # d_ii = 0 exactly
-    scores = torch.add(sq_dist, eps).reciprocal_().mul_(coef_b)
-    if coef_a is not None:
-        scores.add_(coef_a)
+    inv = torch.add(sq_dist, eps).reciprocal_()
+    scores = torch.mul(inv, coef_b) if coef_a is None else torch.addcmul(coef_a, coef_b, inv)
     if mass_k is not None:
         scores.mul_(mass_k)
     if cutoff == "hard":
@@ -254,13 +250,13 @@ def _block_scores(
     # causal: only the last Qb keys can lie after a query (the strict upper triangle of that square)
     future = torch.ones(num_queries, num_queries, dtype=torch.bool, device=scores.device).triu_(1)
     scores[..., q_start:].masked_fill_(future, torch.finfo(torch.float32).min)
-    return scores, sq_dist
+    return scores, sq_dist, inv
 
 
 class _FusedGravityBlock(torch.autograd.Function):
     """Gravity attention of one block of queries with a hand-written backward (flash-attention style).
 
-    The forward keeps only the output and the row log-sum-exp; the backward rebuilds the scores once and applies
+    The forward keeps nothing of size (Qb x K); the backward rebuilds the scores and probabilities once and applies
     the chain rule through softmax, the kernel, the radius gate (the soft gate's gradient for both cutoffs, i.e.
     straight-through for "hard") and d_ij^2 = |c_i|^2 + |c_j|^2 - 2 c_i . c_j:
         dL/dc_i = 2 (sum_j G_ij c_i - sum_j G_ij c_j),   dL/dc_j = 2 (sum_i G_ij c_j - sum_i G_ij c_i),   G = dL/dd^2.
@@ -270,33 +266,29 @@ class _FusedGravityBlock(torch.autograd.Function):
     @staticmethod
     def forward(ctx, coords_q, coords_k, values, coef_a, coef_b, mass_k, r2, self_score, key_valid, q_start, eps,
                 cutoff, sharpness, dropout_p):  # fmt: skip
-        scores, _ = _block_scores(
+        scores = _block_scores(
             coords_q, coords_k, coef_a, coef_b, mass_k, r2, self_score, key_valid, q_start, eps, cutoff, sharpness
-        )
-        # softmax in place with one exp; keep the row log-sum-exp for the backward
-        row_max = scores.amax(dim=-1, keepdim=True)  # (B, H, Qb, 1)
-        probs = scores.sub_(row_max).exp_()
-        row_sum = probs.sum(dim=-1, keepdim=True)
-        probs.div_(row_sum)
-        lse = row_max.add_(row_sum.log_())
+        )[0]
+        probs = torch.softmax(scores, dim=-1)  # recomputed bit for bit in the backward: nothing else is kept
+        del scores
         ctx.rng_state = None
         if dropout_p > 0:
             ctx.rng_state = _rng_state(probs.device)
             probs.mul_(_dropout_keep_mask(probs, dropout_p))
         out = torch.matmul(probs.to(values.dtype), values)  # (B, H, Qb, D)
-        ctx.save_for_backward(coords_q, coords_k, values, coef_a, coef_b, mass_k, r2, self_score, key_valid, lse)
+        ctx.save_for_backward(coords_q, coords_k, values, coef_a, coef_b, mass_k, r2, self_score, key_valid)
         ctx.config = (q_start, eps, cutoff, sharpness, dropout_p)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        coords_q, coords_k, values, coef_a, coef_b, mass_k, r2, self_score, key_valid, lse = ctx.saved_tensors
+        coords_q, coords_k, values, coef_a, coef_b, mass_k, r2, self_score, key_valid = ctx.saved_tensors
         q_start, eps, cutoff, sharpness, dropout_p = ctx.config
         needs = ctx.needs_input_grad
-        scores, sq_dist = _block_scores(
+        scores, sq_dist, inv = _block_scores(
             coords_q, coords_k, coef_a, coef_b, mass_k, r2, self_score, key_valid, q_start, eps, cutoff, sharpness
         )
-        probs = scores.sub_(lse).exp_()  # (B, H, Qb, K), before dropout
+        probs = torch.softmax(scores, dim=-1)  # (B, H, Qb, K), before dropout
         keep = _dropout_keep_mask(probs, dropout_p, ctx.rng_state) if dropout_p > 0 else None
         grad_out = grad_out.to(values.dtype)
         grad_values = None
@@ -309,34 +301,42 @@ class _FusedGravityBlock(torch.autograd.Function):
         grad_scores = torch.matmul(grad_out, values.transpose(-1, -2)).float()
         if keep is not None:
             grad_scores.mul_(keep)
-        row_dot = (grad_scores * probs).sum(-1, keepdim=True)
+        row_dot = torch.linalg.vecdot(grad_scores, probs)[..., None]
         grad_scores.sub_(row_dot).mul_(probs)
-        del probs, keep
+        del probs, keep, scores
         grad_self = None
-        diagonal = grad_scores.diagonal(offset=q_start, dim1=-2, dim2=-1)
         if self_score is not None:
+            diagonal = grad_scores.diagonal(offset=q_start, dim1=-2, dim2=-1)
             grad_self = diagonal.sum(dim=(0, 2)).view_as(self_score)
             diagonal.zero_()  # s_ii does not depend on the kernel then
-        inv = torch.add(sq_dist, eps).reciprocal_()
-        grad_mass_k = None
-        if mass_k is not None and needs[5]:
-            kernel = inv * coef_b  # s_ij / m_j = a_i + b_i inv_ij
-            if coef_a is not None:
-                kernel.add_(coef_a)
-            grad_mass_k = kernel.mul_(grad_scores).sum(dim=(1, 2), keepdim=True)  # (B, 1, 1, K)
-            del kernel
-        grad_kernel = grad_scores * mass_k if mass_k is not None else grad_scores.clone()  # dL/d(a + b inv)
-        grad_a = grad_kernel.sum(-1, keepdim=True) if coef_a is not None and needs[3] else None
-        grad_sq = grad_kernel.mul_(inv)  # dL/d(b) per pair, then dL/d(d^2) = -b inv^2 dL/d(s/m)
-        grad_b = grad_sq.sum(-1, keepdim=True).sum_to_size(coef_b.shape) if needs[4] else None
-        grad_sq.mul_(inv).mul_(coef_b).neg_()
+        # kernel s_ij = m_j (a_i + b_i inv_ij): ds/da_i = m_j, ds/db_i = m_j inv_ij, ds/dm_j = a_i + b_i inv_ij.
+        # The sums over keys and over (heads, queries) are matrix-vector products, not elementwise passes.
+        scaled = grad_scores * inv  # dS * inv
+        grad_a = grad_b = grad_mass_k = None
+        if mass_k is not None:
+            m_col = mass_k.transpose(-1, -2)  # (B, 1, K, 1)
+            if coef_a is not None and needs[3]:
+                grad_a = torch.matmul(grad_scores, m_col)
+            if needs[4]:
+                grad_b = torch.matmul(scaled, m_col).sum_to_size(coef_b.shape)
+            if needs[5]:
+                grad_mass_k = torch.matmul(coef_b.expand(*scaled.shape[:-1], 1).transpose(-1, -2), scaled)
+                if coef_a is not None:
+                    grad_mass_k = grad_mass_k + torch.matmul(coef_a.transpose(-1, -2), grad_scores)
+                grad_mass_k = grad_mass_k.sum(dim=1, keepdim=True)  # (B, 1, 1, K)
+        elif needs[4]:
+            grad_b = scaled.sum(-1, keepdim=True).sum_to_size(coef_b.shape)
+        # dL/dd^2 through the kernel: -b_i m_j inv_ij^2 dS
+        grad_sq = scaled.mul_(inv).mul_(-coef_b)
+        if mass_k is not None:
+            grad_sq.mul_(mass_k)
         del inv
         grad_r2 = None
         if cutoff != "none":
             # gate = -softplus(k (d^2 / r^2 - 1)): d/dd^2 = -sigmoid(.) k / r^2, d/dr^2 = sigmoid(.) k d^2 / r^4
-            weighted = (sq_dist * (sharpness / r2) - sharpness).sigmoid_().mul_(grad_scores)
+            weighted = torch.mul(sq_dist, sharpness / r2).sub_(sharpness).sigmoid_().mul_(grad_scores)
             if needs[6]:
-                grad_r2 = (weighted * sq_dist).sum() * (sharpness / (r2 * r2))
+                grad_r2 = torch.linalg.vecdot(weighted.flatten(), sq_dist.flatten()) * (sharpness / (r2 * r2))
             grad_sq.sub_(weighted.mul_(sharpness / r2))
             del weighted
         del grad_scores, sq_dist
