@@ -1,7 +1,7 @@
 """Train a small NGT on tinyshakespeare (characters), save it as a Hub-ready folder, reload it through
 `trust_remote_code` in a fresh process that cannot import hf_models, and print a generated sample.
 
-    python scripts/quickstart.py                                  # about 5 minutes on 2 CPU cores
+    python scripts/quickstart.py                                  # about 7 minutes on 2 CPU cores
     python scripts/quickstart.py --max-steps 50 --out runs/smoke  # a quick smoke run
 
 The corpus defaults to ../shared/data/tinyshakespeare.txt beside the checkout; pass --corpus for another text file.
@@ -23,19 +23,23 @@ sys.path.insert(0, str(ROOT))
 from hf_models import NgtConfig, NgtForCausalLM  # noqa: E402
 from hf_models.data import char_tokenizer, load_text_splits, pack_blocks  # noqa: E402
 from hf_models.hub import audit_folder, run_isolated_pipeline  # noqa: E402
+from hf_models.training import bf16_is_fast  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default=str(ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"))
     parser.add_argument("--out", default=str(ROOT / "runs" / "quickstart"))
-    parser.add_argument("--max-steps", type=int, default=600)
+    parser.add_argument("--max-steps", type=int, default=500)
     parser.add_argument("--block-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--prompt", default="ROMEO:\n")
     parser.add_argument("--sample-tokens", type=int, default=240)
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast (CPU too)")
+    parser.add_argument(
+        "--bf16", action=argparse.BooleanOptionalAction, default=None,
+        help="bf16 autocast (default: where the device has native bf16, CPUs with AVX512-BF16/AMX included)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -49,19 +53,9 @@ def main(argv=None):
     validation = pack_blocks(splits["validation"], tokenizer, args.block_size)
     print(f"      {len(tokenizer)} characters, {len(train)} training blocks of {args.block_size}", flush=True)
 
-    config = NgtConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=512,
-        max_position_embeddings=args.block_size,
-        coord_dim=32,
-        head_coord_dim=16,
-        attention_dropout=0.0,
-        hidden_dropout=0.1,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = NgtConfig.from_json_file(str(ROOT / "configs" / "models" / "ngt" / "small.json"))
+    config.vocab_size, config.pad_token_id = len(tokenizer), tokenizer.pad_token_id
+    config.max_position_embeddings = max(config.max_position_embeddings, args.block_size)
     torch.manual_seed(0)
     model = NgtForCausalLM(config)
     print(f"[2/4] training NGT ({model.num_parameters():,} parameters) for {args.max_steps} steps", flush=True)
@@ -75,7 +69,7 @@ def main(argv=None):
         warmup_steps=max(1, args.max_steps // 20),
         weight_decay=0.1,
         max_grad_norm=1.0,
-        bf16=args.bf16,
+        bf16=bf16_is_fast() if args.bf16 is None else args.bf16,
         use_cpu=not torch.cuda.is_available(),
         logging_steps=max(1, args.max_steps // 20),
         eval_strategy="no",
