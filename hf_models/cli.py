@@ -1,7 +1,7 @@
 """The `hf-models` command (also `python -m hf_models.cli`).
 
-    hf-models list             the architectures, their model types and Auto classes
-    hf-models audit FOLDER     check that a saved model folder works as Hub remote code (static audit)
+hf-models list             the architectures, their model types and Auto classes
+hf-models audit FOLDER     check that a saved model folder works as Hub remote code (static audit)
 """
 
 import argparse
@@ -25,7 +25,9 @@ def _list(_args):
 
 
 def _audit(args):
-    folder_config = json.loads((args.folder / "config.json").read_text()) if (args.folder / "config.json").exists() else {}
+    folder_config = (
+        json.loads((args.folder / "config.json").read_text()) if (args.folder / "config.json").exists() else {}
+    )
     required = [key for key in (folder_config.get("auto_map") or {}) if key != "AutoConfig"]
     problems = audit_folder(args.folder, required)
     for problem in problems:
@@ -35,7 +37,9 @@ def _audit(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="hf-models", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="hf-models", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="the architectures").set_defaults(func=_list)
     audit = commands.add_parser("audit", help="static remote-code audit of a saved model folder")

@@ -59,11 +59,13 @@ class NgtConfig(PretrainedConfig):
         repulsion_num_samples (`int`, defaults to 64): positions sampled per sequence for the regulariser
             (0 = all positions).
         gravity_implementation (`str`, defaults to `"chunked"`): `"chunked"` computes squared distances with
-            matmuls, one block of queries at a time, recomputing each block in the backward pass; `"naive"` is the
+            matmuls, one block of queries at a time (see `gravity_recompute`); `"naive"` is the
             readable reference that materialises the (batch, heads, queries, keys, coords) difference tensor.
         gravity_chunk_size (`int`, defaults to 128): queries per block of the chunked path.
-        gravity_recompute (`bool`, defaults to `True`): recompute each block's scores in the backward pass instead
-            of keeping the (queries x keys) attention matrices alive (memory close to fused attention).
+        gravity_recompute (`bool`, defaults to `True`): run each block as a fused autograd function that keeps no
+            (queries x keys) matrix between forward and backward and rebuilds one block's scores in the backward
+            (memory close to fused attention, and faster). `False` runs each block through plain autograd, which
+            keeps the score matrices (a second, independent path for checking).
         attention_dropout (`float`, defaults to 0.1): dropout on the attention probabilities.
         hidden_dropout (`float`, defaults to 0.1): dropout inside the feed-forward layer and on its output.
         layer_norm_eps (`float`, defaults to 1e-5): epsilon of every LayerNorm.

@@ -241,7 +241,6 @@ class NgtPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
     _no_split_modules = ["NgtBlock"]
-    _supports_cache_class = True
 
     @torch.no_grad()
     def _init_weights(self, module):

@@ -14,9 +14,10 @@ Score of query i for key j in head h (masses in the score, the default):
 Keys after the query (causal) and padded keys are excluded; every query keeps its own position, so a row is never
 empty (a padded query attends to itself and its output is ignored).
 
-The fast path uses d_ij^2 = |c_i|^2 + |c_j|^2 - 2 c_i . c_j (a matmul, in float32): the (B, H, Q, K, C) difference
-tensor of the reference is never built. Queries are processed in blocks; a block only sees the keys up to its last
-query, and in training it is recomputed in the backward pass, so only one block of (Q x K) scores is alive at once.
+The fast path uses d_ij^2 = |c_i|^2 + |c_j|^2 - 2 c_i . c_j (one matmul of augmented vectors, in float32): the
+(B, H, Q, K, C) difference tensor of the reference is never built. Queries are processed in blocks; a block only
+sees the keys up to its last query, and runs as a fused autograd function whose backward rebuilds that block's
+scores, so only one block of (Q x K) scores is alive at once, in the forward and in the backward.
 """
 
 import functools
@@ -228,7 +229,9 @@ def _block_scores(
     num_heads, num_queries = coords_q.shape[1], coords_q.shape[2]
     # d^2 = |c_i|^2 + |c_j|^2 - 2 c_i . c_j as ONE matmul of augmented vectors [c_i, |c_i|^2, 1] . [-2 c_j, 1, |c_j|^2]
     q_aug = torch.cat([coords_q, (coords_q * coords_q).sum(-1, keepdim=True), torch.ones_like(coords_q[..., :1])], -1)
-    k_aug = torch.cat([-2.0 * coords_k, torch.ones_like(coords_k[..., :1]), (coords_k * coords_k).sum(-1, keepdim=True)], -1)
+    k_aug = torch.cat(
+        [-2.0 * coords_k, torch.ones_like(coords_k[..., :1]), (coords_k * coords_k).sum(-1, keepdim=True)], -1
+    )
     sq_dist = torch.matmul(q_aug, k_aug.transpose(-1, -2))  # (B, H, Qb, C+2) x (B, H, C+2, K) -> (B, H, Qb, K)
     sq_dist.clamp_(min=0.0)
     sq_dist.diagonal(offset=q_start, dim1=-2, dim2=-1).zero_()  # d_ii = 0 exactly
