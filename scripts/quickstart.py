@@ -34,6 +34,11 @@ def parse_args(argv=None):
     parser.add_argument("--block-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE",
+        help="override a field of configs/models/ngt/small.json (VALUE parsed as JSON, else a string), "
+        "e.g. --set gravity_kernel=attractive --set self_attention=true",
+    )  # fmt: skip
     parser.add_argument("--prompt", default="ROMEO:\n")
     parser.add_argument("--sample-tokens", type=int, default=240)
     parser.add_argument(
@@ -56,6 +61,18 @@ def main(argv=None):
     config = NgtConfig.from_json_file(str(ROOT / "configs" / "models" / "ngt" / "small.json"))
     config.vocab_size, config.pad_token_id = len(tokenizer), tokenizer.pad_token_id
     config.max_position_embeddings = max(config.max_position_embeddings, args.block_size)
+    for assignment in args.set:
+        field, _, value = assignment.partition("=")
+        if not hasattr(config, field):
+            raise SystemExit(f"--set {assignment}: NgtConfig has no field {field!r}")
+        try:
+            setattr(config, field, json.loads(value))
+        except json.JSONDecodeError:
+            setattr(config, field, value)  # a bare string
+    try:
+        config = NgtConfig(**config.to_dict())  # re-validates the overridden fields
+    except ValueError as error:
+        raise SystemExit(f"--set: {error}") from None
     torch.manual_seed(0)
     model = NgtForCausalLM(config)
     print(f"[2/4] training NGT ({model.num_parameters():,} parameters) for {args.max_steps} steps", flush=True)
