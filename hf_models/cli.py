@@ -1,5 +1,10 @@
 """The `hf-models` command (also `python -m hf_models.cli`).
 
+hf-models train CONFIG.yaml [--resume] [--<field> VALUE ...]
+                           train with transformers.Trainer; fields of the YAML's model/data/training sections
+                           (TrainingArguments included) can be overridden, e.g. --max_steps 20 --output_dir runs/x
+hf-models evaluate FOLDER [--corpus FILE]
+                           validation loss, perplexity and bits per character -> FOLDER/eval_results.json
 hf-models list             the architectures, their model types and Auto classes
 hf-models audit FOLDER     check that a saved model folder works as Hub remote code (static audit)
 """
@@ -36,11 +41,38 @@ def _audit(args):
     return 1 if problems else 0
 
 
+def _train(args):
+    from .training.arguments import parse_train_args
+    from .training.run import train
+
+    model_args, data_args, training_args = parse_train_args(args.config, args.overrides)
+    results = train(model_args, data_args, training_args, resume=args.resume)
+    if results is not None:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+def _evaluate(args):
+    from .training.run import evaluate_folder
+
+    print(json.dumps(evaluate_folder(args.folder, corpus=args.corpus, block_size=args.block_size), indent=2))
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="hf-models", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train a model from a YAML config (configs/train/)")
+    train.add_argument("config", help="configs/train/<name>_<dataset>_<size>.yaml")
+    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
+    train.set_defaults(func=_train)
+    evaluate = commands.add_parser("evaluate", help="evaluate a run or model folder on held-out text")
+    evaluate.add_argument("folder", type=Path)
+    evaluate.add_argument("--corpus", help="held-out text file (default: the run's own validation split)")
+    evaluate.add_argument("--block-size", type=int, default=None)
+    evaluate.set_defaults(func=_evaluate)
     commands.add_parser("list", help="the architectures").set_defaults(func=_list)
     audit = commands.add_parser("audit", help="static remote-code audit of a saved model folder")
     audit.add_argument("folder", type=Path)
@@ -49,11 +81,20 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "train":
+        args.overrides = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "folder", None) is not None and not args.folder.is_dir():
         print(f"hf-models: not a folder: {args.folder}", file=sys.stderr)
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ValueError as error:
+        print(f"hf-models {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

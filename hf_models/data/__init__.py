@@ -1,6 +1,6 @@
 """Data machinery: corpora through `datasets`, tokenizers through `tokenizers`."""
 
-from .text import char_tokenizer, load_text_splits, pack_blocks
+from .text import bpe_tokenizer, char_tokenizer, load_text_splits, pack_blocks
 
 
-__all__ = ["char_tokenizer", "load_text_splits", "pack_blocks"]
+__all__ = ["bpe_tokenizer", "char_tokenizer", "load_text_splits", "pack_blocks"]

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 
@@ -32,6 +32,26 @@ def char_tokenizer(texts):
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=PAD_TOKEN))
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character
     tokenizer.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token=PAD_TOKEN)
+
+
+def bpe_tokenizer(texts, vocab_size=1024):
+    """A byte-level BPE `PreTrainedTokenizerFast` (GPT-2 style: any text encodes, no unknown token) trained on
+    `texts` with `vocab_size` entries; id 0 is the pad token."""
+    if vocab_size < 257 + 1:
+        raise ValueError(
+            f"bpe vocab_size={vocab_size} is invalid: byte-level BPE needs at least 258 (256 bytes + pad + 1)"
+        )
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token=PAD_TOKEN)
 
 

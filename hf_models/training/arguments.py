@@ -1,0 +1,117 @@
+"""Arguments of `hf-models train`: a YAML file with `model:`, `data:` and `training:` sections, command-line
+overrides on top (`--<field> VALUE`, any field of the three sections), all parsed by `HfArgumentParser`.
+
+    model:
+      config: configs/models/ngt/small.json     # a model config file (relative paths: cwd, then the repository)
+      overrides: {hidden_dropout: 0.1}           # fields set on top of it
+    data:
+      corpus: ../shared/data/tinyshakespeare.txt # a local text file (or `dataset: <Hub id>`)
+      tokenizer: char                            # char | bpe
+      block_size: 256
+    training:                                    # transformers.TrainingArguments fields
+      output_dir: runs/ngt_tinyshakespeare_small
+      max_steps: 2000
+"""
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class ModelArguments:
+    model_config: str = field(metadata={"help": "model config JSON (e.g. configs/models/ngt/small.json)"})
+    model_overrides: str = field(default="{}", metadata={"help": "JSON object of config fields set on top"})
+
+
+@dataclass
+class DataArguments:
+    corpus: str | None = field(default=None, metadata={"help": "a local text file"})
+    dataset: str | None = field(default=None, metadata={"help": "a Hub dataset id with a 'text' column"})
+    dataset_config: str | None = field(default=None, metadata={"help": "the Hub dataset's configuration name"})
+    val_fraction: float = field(default=0.1, metadata={"help": "held-out share of a single text file"})
+    tokenizer: str = field(default="char", metadata={"help": "char | bpe"})
+    bpe_vocab_size: int = field(default=1024, metadata={"help": "vocabulary size of the byte-level BPE"})
+    block_size: int = field(default=256, metadata={"help": "tokens per training block"})
+    max_eval_blocks: int = field(default=256, metadata={"help": "validation blocks used during training (0 = all)"})
+
+
+SECTIONS = {"model": ModelArguments, "data": DataArguments, "training": TrainingArguments}
+_RENAMES = {("model", "config"): "model_config", ("model", "overrides"): "model_overrides"}
+
+
+def resolve_path(path):
+    """A path as given (relative to the working directory), else relative to the repository root."""
+    candidate = Path(path)
+    if candidate.exists() or candidate.is_absolute():
+        return candidate
+    return REPO_ROOT / candidate if (REPO_ROOT / candidate).exists() else candidate
+
+
+def _flatten(config_path):
+    raw = yaml.safe_load(Path(config_path).read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{config_path}: the top level must be a mapping with model/data/training sections")
+    unknown = set(raw) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"{config_path}: unknown section(s) {sorted(unknown)}; expected {sorted(SECTIONS)}")
+    flat = {}
+    for section, values in raw.items():
+        if not isinstance(values, dict):
+            raise ValueError(f"{config_path}: section {section!r} must be a mapping")
+        allowed = {f.name for f in fields(SECTIONS[section])}
+        for key, value in values.items():
+            name = _RENAMES.get((section, key), key)
+            if name not in allowed:
+                raise ValueError(f"{config_path}: {section}.{key} is not a field of {SECTIONS[section].__name__}")
+            flat[name] = json.dumps(value) if name == "model_overrides" else value
+    return flat
+
+
+def _to_argv(flat):
+    argv = []
+    for key, value in flat.items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            argv += [f"--{key}", *map(str, value)]
+        elif isinstance(value, dict):
+            argv += [f"--{key}", json.dumps(value)]
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def parse_train_args(config_path, cli_args=()):
+    """Parse the YAML file at `config_path`, then `cli_args` (which win). Returns the three dataclasses."""
+    config_path = resolve_path(config_path)
+    if not Path(config_path).is_file():
+        raise ValueError(f"train config not found: {config_path}")
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    argv = _to_argv(_flatten(config_path)) + list(cli_args)
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    try:
+        overrides = json.loads(model_args.model_overrides)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"model overrides must be a JSON object: {error}") from None
+    if not isinstance(overrides, dict):
+        raise ValueError(f"model overrides must be a mapping; got {overrides!r}")
+    if data_args.tokenizer not in ("char", "bpe"):
+        raise ValueError(f"data.tokenizer={data_args.tokenizer!r} is invalid: must be 'char' or 'bpe'")
+    if (data_args.corpus is None) == (data_args.dataset is None):
+        raise ValueError("data needs exactly one of corpus (a local text file) or dataset (a Hub dataset id)")
+    return model_args, data_args, training_args
+
+
+def resolved_config(model_args, data_args, training_args):
+    """The configuration a run actually used, as a YAML-ready dict (saved next to the run)."""
+    training = {k: v for k, v in training_args.to_dict().items() if not k.startswith("_")}
+    data = {f.name: getattr(data_args, f.name) for f in fields(data_args)}
+    model = {"config": model_args.model_config, "overrides": json.loads(model_args.model_overrides)}
+    return {"model": model, "data": data, "training": training}

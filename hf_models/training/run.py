@@ -1,0 +1,155 @@
+"""`hf-models train` and `hf-models evaluate` for causal language models: a corpus through `datasets`, a tokenizer
+from `tokenizers`, `transformers.Trainer` for the loop (progress bars, logging, checkpoints, resume)."""
+
+import json
+import math
+from pathlib import Path
+
+import torch
+import yaml
+from datasets import load_dataset
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Trainer, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..data import bpe_tokenizer, char_tokenizer, load_text_splits, pack_blocks
+from .arguments import resolve_path, resolved_config
+
+
+RUN_CONFIG_NAME = "train_config.yaml"
+EVAL_RESULTS_NAME = "eval_results.json"
+
+
+def load_splits(data_args):
+    """`DatasetDict` with `train` and `validation` text: a local file (split by characters) or a Hub dataset."""
+    if data_args.corpus is not None:
+        return load_text_splits(resolve_path(data_args.corpus), data_args.val_fraction)
+    splits = load_dataset(data_args.dataset, data_args.dataset_config)
+    if "validation" not in splits:
+        raise ValueError(f"dataset {data_args.dataset!r} has no 'validation' split (splits: {list(splits)})")
+    return splits
+
+
+def build_tokenizer(data_args, splits, output_dir):
+    """The run's tokenizer: the one already saved in `output_dir` (resume), else a new one trained on `train`."""
+    if (Path(output_dir) / "tokenizer.json").exists():
+        return AutoTokenizer.from_pretrained(output_dir)
+    texts = list(splits["train"]["text"])
+    if data_args.tokenizer == "char":
+        return char_tokenizer(texts + list(splits["validation"]["text"]))
+    return bpe_tokenizer(texts, data_args.bpe_vocab_size)
+
+
+def build_model(model_args, tokenizer, block_size):
+    config = AutoConfig.from_pretrained(str(resolve_path(model_args.model_config)))
+    for key, value in json.loads(model_args.model_overrides).items():
+        if not hasattr(config, key):
+            raise ValueError(f"model override {key!r} is not a field of {type(config).__name__}")
+        setattr(config, key, value)
+    config.vocab_size = len(tokenizer)
+    config.pad_token_id = tokenizer.pad_token_id
+    config = type(config)(**config.to_dict())  # re-validate after the overrides
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and block_size > limit:
+        raise ValueError(f"data.block_size={block_size} is longer than the model's max_position_embeddings={limit}")
+    return AutoModelForCausalLM.from_config(config)
+
+
+def train(model_args, data_args, training_args, resume=False, callbacks=None):
+    """Train, save the final model and tokenizer in `output_dir`, evaluate; returns the eval results.
+
+    `resume` continues from the newest `checkpoint-*` in `output_dir` (weights, optimizer, scheduler, RNG and data
+    position, so the loss curve continues without a gap). A fresh run refuses a non-empty `output_dir`.
+    """
+    output_dir = Path(training_args.output_dir)
+    last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if resume and last_checkpoint is None:
+        raise ValueError(f"--resume: no checkpoint-* folder in {output_dir} to resume from")
+    if not resume and output_dir.is_dir() and any(output_dir.iterdir()):
+        raise ValueError(
+            f"output_dir {output_dir} is not empty; pass --resume to continue its run or choose another --output_dir "
+            "(nothing already written is overwritten)"
+        )
+    splits = load_splits(data_args)
+    tokenizer = build_tokenizer(data_args, splits, output_dir)
+    train_blocks = pack_blocks(splits["train"], tokenizer, data_args.block_size)
+    eval_blocks = pack_blocks(splits["validation"], tokenizer, data_args.block_size)
+    if data_args.max_eval_blocks and len(eval_blocks) > data_args.max_eval_blocks:
+        eval_blocks = eval_blocks.select(range(data_args.max_eval_blocks))
+    set_seed(training_args.seed)  # the initial weights are part of the run (Trainer only seeds its own loop)
+    model = build_model(model_args, tokenizer, data_args.block_size)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if training_args.process_index == 0:
+        tokenizer.save_pretrained(output_dir)
+        resolved = resolved_config(model_args, data_args, training_args)
+        (output_dir / RUN_CONFIG_NAME).write_text(yaml.safe_dump(resolved, sort_keys=False))
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_blocks,
+        eval_dataset=eval_blocks if training_args.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    trainer.train(resume_from_checkpoint=last_checkpoint if resume else None)
+    trainer.save_model(str(output_dir))
+    trainer.save_state()
+    if not trainer.is_world_process_zero():
+        return None
+    results = evaluate_lm(trainer.model, tokenizer, splits["validation"], data_args.block_size,
+                          batch_size=training_args.per_device_eval_batch_size)  # fmt: skip
+    results["global_step"] = trainer.state.global_step
+    (output_dir / EVAL_RESULTS_NAME).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+@torch.no_grad()
+def evaluate_lm(model, tokenizer, text_dataset, block_size, batch_size=16):
+    """Validation loss (nats per token), perplexity and bits per character over every full block of the text.
+
+    Bits per character divide the total loss by the characters the predicted tokens decode to, so char and BPE
+    models compare on the same scale.
+    """
+    blocks = pack_blocks(text_dataset, tokenizer, block_size)["input_ids"]
+    model.eval()
+    device = next(model.parameters()).device
+    total_nats, total_tokens, total_chars = 0.0, 0, 0
+    for start in range(0, len(blocks), batch_size):
+        ids = torch.tensor(blocks[start : start + batch_size], device=device)
+        logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
+        targets = ids[:, 1:]
+        nats = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"
+        )
+        total_nats += float(nats)
+        total_tokens += targets.numel()
+        total_chars += sum(len(text) for text in tokenizer.batch_decode(targets.tolist()))
+    loss = total_nats / total_tokens
+    return {
+        "eval_loss": loss,
+        "perplexity": math.exp(loss),
+        "bits_per_character": total_nats / (total_chars * math.log(2)),
+        "eval_tokens": total_tokens,
+        "eval_characters": total_chars,
+    }
+
+
+def evaluate_folder(folder, corpus=None, block_size=None, batch_size=16):
+    """`hf-models evaluate`: a run folder (its train_config.yaml says the data) or an exported model folder."""
+    folder = Path(folder)
+    run_config = folder / RUN_CONFIG_NAME
+    data = yaml.safe_load(run_config.read_text())["data"] if run_config.exists() else {}
+    if corpus is not None:  # an explicit held-out file is evaluated whole
+        text = load_dataset("text", data_files=str(resolve_path(corpus)), sample_by="document", split="train")
+    elif data.get("corpus"):  # the run's own validation split
+        text = load_text_splits(resolve_path(data["corpus"]), data.get("val_fraction", 0.1))["validation"]
+    else:
+        raise ValueError(
+            f"{folder} has no {RUN_CONFIG_NAME} naming its corpus; pass --corpus with a held-out text file"
+        )
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    block_size = block_size or data.get("block_size") or model.config.max_position_embeddings
+    results = evaluate_lm(model, tokenizer, text, block_size, batch_size)
+    (folder / EVAL_RESULTS_NAME).write_text(json.dumps(results, indent=2) + "\n")
+    return results
