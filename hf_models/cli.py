@@ -5,6 +5,10 @@ hf-models train CONFIG.yaml [--resume] [--<field> VALUE ...]
                            (TrainingArguments included) can be overridden, e.g. --max_steps 20 --output_dir runs/x
 hf-models evaluate FOLDER [--corpus FILE]
                            validation loss, perplexity and bits per character -> FOLDER/eval_results.json
+hf-models export RUN_DIR OUT_DIR [--repo-id ID]
+                           a run's final model (or newest checkpoint) -> a Hub-ready folder with its model card
+hf-models push OUT_DIR REPO_ID [--private] [--revision R]
+                           upload an exported folder with huggingface_hub
 hf-models list             the architectures, their model types and Auto classes
 hf-models audit FOLDER     check that a saved model folder works as Hub remote code (static audit)
 """
@@ -59,6 +63,21 @@ def _evaluate(args):
     return 0
 
 
+def _export(args):
+    from .hub.export import export
+
+    print(f"exported {export(args.run_dir, args.out_dir, repo_id=args.repo_id)}")
+    return 0
+
+
+def _push(args):
+    from .hub.export import push
+
+    commit = push(args.folder, args.repo_id, private=args.private, revision=args.revision)
+    print(f"uploaded {args.folder} to {args.repo_id}: {commit}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="hf-models", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -73,6 +92,17 @@ def build_parser():
     evaluate.add_argument("--corpus", help="held-out text file (default: the run's own validation split)")
     evaluate.add_argument("--block-size", type=int, default=None)
     evaluate.set_defaults(func=_evaluate)
+    export = commands.add_parser("export", help="a run -> a Hub-ready folder with a generated model card")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("out_dir", type=Path)
+    export.add_argument("--repo-id", help="the Hub id the card's usage snippets load (default: the folder path)")
+    export.set_defaults(func=_export)
+    push = commands.add_parser("push", help="upload an exported folder to the Hub")
+    push.add_argument("folder", type=Path)
+    push.add_argument("repo_id")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--revision", help="branch to upload to (created if missing)")
+    push.set_defaults(func=_push)
     commands.add_parser("list", help="the architectures").set_defaults(func=_list)
     audit = commands.add_parser("audit", help="static remote-code audit of a saved model folder")
     audit.add_argument("folder", type=Path)
@@ -87,9 +117,11 @@ def main(argv=None):
         args.overrides = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if getattr(args, "folder", None) is not None and not args.folder.is_dir():
-        print(f"hf-models: not a folder: {args.folder}", file=sys.stderr)
-        return 2
+    for name in ("folder", "run_dir"):
+        path = getattr(args, name, None)
+        if path is not None and not path.is_dir():
+            print(f"hf-models {args.command}: not a folder: {path}", file=sys.stderr)
+            return 2
     try:
         return args.func(args)
     except ValueError as error:

@@ -134,10 +134,12 @@ def evaluate_lm(model, tokenizer, text_dataset, block_size, batch_size=16):
     }
 
 
-def evaluate_folder(folder, corpus=None, block_size=None, batch_size=16):
-    """`hf-models evaluate`: a run folder (its train_config.yaml says the data) or an exported model folder."""
+def evaluate_folder(folder, corpus=None, block_size=None, batch_size=16, run_dir=None, write=True):
+    """`hf-models evaluate`: a run folder (its train_config.yaml says the data) or an exported model folder.
+    `run_dir` is where train_config.yaml lies when `folder` is one of the run's checkpoints; `write` saves the
+    results as `folder/eval_results.json`."""
     folder = Path(folder)
-    run_config = folder / RUN_CONFIG_NAME
+    run_config = Path(run_dir or folder) / RUN_CONFIG_NAME
     data = yaml.safe_load(run_config.read_text())["data"] if run_config.exists() else {}
     if corpus is not None:  # an explicit held-out file is evaluated whole
         text = load_dataset("text", data_files=str(resolve_path(corpus)), sample_by="document", split="train")
@@ -151,5 +153,6 @@ def evaluate_folder(folder, corpus=None, block_size=None, batch_size=16):
     tokenizer = AutoTokenizer.from_pretrained(folder)
     block_size = block_size or data.get("block_size") or model.config.max_position_embeddings
     results = evaluate_lm(model, tokenizer, text, block_size, batch_size)
-    (folder / EVAL_RESULTS_NAME).write_text(json.dumps(results, indent=2) + "\n")
+    if write:
+        (folder / EVAL_RESULTS_NAME).write_text(json.dumps(results, indent=2) + "\n")
     return results

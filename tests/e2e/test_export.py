@@ -1,0 +1,96 @@
+"""`hf-models export` / `push`: a Hub-ready folder whose card parses, whose model-index round-trips through
+huggingface_hub, and whose usage snippets run as written in a process without hf_models."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from huggingface_hub import ModelCard
+
+from hf_models.cli import main
+from hf_models.hub import audit_folder
+
+
+TINY = "configs/train/ngt_tinyshakespeare_tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    assert main(["train", TINY, "--output_dir", str(folder), "--max_steps", "10", "--save_steps", "5"]) == 0
+    return folder
+
+
+def test_export_writes_a_complete_hub_folder(run_dir, tmp_path):
+    out = tmp_path / "export"
+    assert main(["export", str(run_dir), str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    expected = {"README.md", "config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
+                "eval_results.json", "training_curve.png", "configuration_ngt.py", "modeling_ngt.py", "ops_ngt.py"}  # fmt: skip
+    assert expected <= names, expected - names
+    assert not any(name.endswith((".bin", ".pt", ".pth")) for name in names)  # no Trainer pickles either
+    assert not audit_folder(out, ("AutoModel", "AutoModelForCausalLM"))
+    assert (out / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-generation"
+    assert "custom_code" in card.data.tags and "ngt" in card.data.tags
+    measured = json.loads((out / "eval_results.json").read_text())
+    parsed = {result.metric_type: result.metric_value for result in card.data.eval_results}
+    assert parsed == {
+        "loss": round(measured["eval_loss"], 4),
+        "perplexity": round(measured["perplexity"], 4),
+        "bits_per_character": round(measured["bits_per_character"], 4),
+    }
+    assert "## Citation" in card.text and "Parameters:" in card.text
+
+
+def test_card_snippets_run_without_hf_models(run_dir, tmp_path):
+    out = tmp_path / "export"
+    assert main(["export", str(run_dir), str(out)]) == 0
+    snippets = re.findall(r"```python\n(.*?)```", (out / "README.md").read_text(), flags=re.S)
+    assert len(snippets) == 2
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    for snippet in snippets:
+        script = tmp_path / "snippet.py"
+        script.write_text('import sys\nsys.modules["hf_models"] = None\n' + snippet)
+        proc = subprocess.run([sys.executable, "-I", str(script)], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "ROMEO:" in proc.stdout
+
+
+def test_export_refuses_a_used_folder_and_exports_a_checkpoint(run_dir, tmp_path, capsys):
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["export", str(run_dir), str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
+    # a run folder with checkpoints only (interrupted): the newest checkpoint is exported and evaluated
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "train_config.yaml").write_bytes((run_dir / "train_config.yaml").read_bytes())
+    shutil.copytree(run_dir / "checkpoint-5", partial / "checkpoint-5")
+    assert main(["export", str(partial), str(tmp_path / "from_checkpoint")]) == 0
+    assert json.loads((tmp_path / "from_checkpoint" / "eval_results.json").read_text())["eval_loss"] > 0
+    assert not (partial / "checkpoint-5" / "eval_results.json").exists()  # the run's files are left alone
+
+
+def test_push_offline_fails_clearly_and_changes_nothing(run_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "export"
+    assert main(["export", str(run_dir), str(out)]) == 0
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in out.iterdir())
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["push", str(out), "someone/ngt-test"]) == 2
+    assert "HF_HUB_OFFLINE" in capsys.readouterr().err
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_TOKEN", "")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    assert main(["push", str(out), "someone/ngt-test"]) == 2
+    assert "token" in capsys.readouterr().err
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in out.iterdir()) == before
