@@ -9,6 +9,7 @@ hf-models export RUN_DIR OUT_DIR [--repo-id ID]
                            a run's final model (or newest checkpoint) -> a Hub-ready folder with its model card
 hf-models push OUT_DIR REPO_ID [--private] [--revision R]
                            upload an exported folder with huggingface_hub
+hf-models chat FOLDER      type prompts, read continuations (sampled) from a saved text model
 hf-models list             the architectures, their model types and Auto classes
 hf-models audit FOLDER     check that a saved model folder works as Hub remote code (static audit)
 """
@@ -78,6 +79,13 @@ def _push(args):
     return 0
 
 
+def _chat(args):
+    from .hub.chat import chat
+
+    chat(args.folder, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="hf-models", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -103,6 +111,11 @@ def build_parser():
     push.add_argument("--private", action="store_true")
     push.add_argument("--revision", help="branch to upload to (created if missing)")
     push.set_defaults(func=_push)
+    chat = commands.add_parser("chat", help="interactive generation from a saved text model")
+    chat.add_argument("folder", type=Path)
+    chat.add_argument("--max-new-tokens", type=int, default=200)
+    chat.add_argument("--temperature", type=float, default=0.8)
+    chat.set_defaults(func=_chat)
     commands.add_parser("list", help="the architectures").set_defaults(func=_list)
     audit = commands.add_parser("audit", help="static remote-code audit of a saved model folder")
     audit.add_argument("folder", type=Path)

@@ -94,3 +94,19 @@ def test_push_offline_fails_clearly_and_changes_nothing(run_dir, tmp_path, capsy
     assert main(["push", str(out), "someone/ngt-test"]) == 2
     assert "token" in capsys.readouterr().err
     assert sorted((p.name, p.stat().st_mtime_ns) for p in out.iterdir()) == before
+
+
+def test_chat_answers_each_prompt(run_dir):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["HF_HUB_OFFLINE"] = "1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "hf_models.cli", "chat", str(run_dir), "--max-new-tokens", "10"],
+        input="ROMEO:\\nJULIET:\n\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "ROMEO:" and any(line.startswith("JULIET:") for line in lines)
