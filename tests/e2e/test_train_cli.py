@@ -107,3 +107,13 @@ def test_bpe_tokenizer_run(tmp_path, shared):
     assert results["eval_characters"] > results["eval_tokens"]  # BPE merges characters
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["vocab_size"] == 300
+
+
+def test_stock_baseline_trains_through_the_same_command(tmp_path, shared):
+    """The comparison baseline is a stock transformers model (Llama) trained by the same pipeline."""
+    config = "configs/train/llama_tinyshakespeare_baby.yaml"
+    overrides = ["--output_dir", str(tmp_path), "--max_steps", "2", "--eval_strategy", "no", "--max_eval_blocks", "4"]
+    assert main(["train", config, *overrides]) == 0
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == "llama" and saved["vocab_size"] == 66
+    assert json.loads((tmp_path / "eval_results.json").read_text())["global_step"] == 2
