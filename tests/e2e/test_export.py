@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from huggingface_hub import ModelCard
 
 from hf_models.cli import main
@@ -110,3 +111,30 @@ def test_chat_answers_each_prompt(run_dir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     assert lines[0] == "ROMEO:" and any(line.startswith("JULIET:") for line in lines)
+
+
+def test_visualize_coords_writes_an_offline_plot(run_dir, tmp_path):
+    out = tmp_path / "coords.html"
+    proc = subprocess.run(
+        [sys.executable, "scripts/visualize_coords.py", str(run_dir), "--out", str(out), "--text", "ROMEO:\\nGood night"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    html = out.read_text()
+    assert "scatter3d" in html and "mass" in html and "plotly" in html
+    assert "'R' (mass" in html  # hover labels name the tokens
+
+
+def test_coordinates_projection(run_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_models.viz import ngt_coordinates
+
+    model = AutoModelForCausalLM.from_pretrained(run_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    points, masses, tokens, explained = ngt_coordinates(model, tokenizer, "ROMEO:\nGood night, good night!")
+    assert points.shape == (len(tokens), 3) and masses.shape == (len(tokens),)
+    assert torch.all(masses > 0) and 0 < explained <= 1.0 + 1e-6
+    assert torch.allclose(points.mean(0), torch.zeros(3), atol=1e-4)  # centred
+    with pytest.raises(ValueError, match="at least 4"):
+        ngt_coordinates(model, tokenizer, "RO")
