@@ -148,21 +148,23 @@ def naive_gravity_attention(
     return torch.matmul(probs.to(values.dtype), values)
 
 
+def _squared_distances(coords_q, coords_k):
+    """d_ij^2 = |c_i|^2 + |c_j|^2 - 2 c_i . c_j as ONE matmul of augmented vectors [c_i, |c_i|^2, 1] . [-2 c_j, 1, |c_j|^2]:
+    (B, H, Q, C+2) x (B, H, C+2, K) -> (B, H, Q, K). Differentiable; may be slightly negative from rounding."""
+    q_aug = torch.cat([coords_q, (coords_q * coords_q).sum(-1, keepdim=True), torch.ones_like(coords_q[..., :1])], -1)
+    k_aug = torch.cat(
+        [-2.0 * coords_k, torch.ones_like(coords_k[..., :1]), (coords_k * coords_k).sum(-1, keepdim=True)], -1
+    )
+    return torch.matmul(q_aug, k_aug.transpose(-1, -2))
+
+
 def _fast_scores(
-    coords_q, coords_k, sq_norm_k, mass_q, mass_k, gamma, beta, radius, self_score, key_valid, q_start, kernel, eps,
-    cutoff, sharpness,
+    coords_q, coords_k, mass_q, mass_k, gamma, beta, radius, self_score, key_valid, q_start, kernel, eps, cutoff,
+    sharpness,
 ):  # fmt: skip
-    """Same scores as `naive_gravity_scores`, from matmuls; all inputs already float32, sq_norm_k = |c_j|^2 (B,H,1,K)."""
-    batch, num_heads, num_queries, coord_size = coords_q.shape
-    num_keys = coords_k.shape[2]
-    sq_norm_q = (coords_q * coords_q).sum(-1, keepdim=True)  # (B, H, Q, 1)
-    # d^2 = |c_i|^2 + |c_j|^2 - 2 c_i . c_j, one batched matmul: (BH, Q, C) x (BH, C, K) -> (BH, Q, K)
-    sq_dist = torch.baddbmm(
-        (sq_norm_q + sq_norm_k).reshape(batch * num_heads, num_queries, num_keys),
-        coords_q.reshape(batch * num_heads, num_queries, coord_size),
-        coords_k.reshape(batch * num_heads, num_keys, coord_size).transpose(1, 2),
-        alpha=-2.0,
-    ).view(batch, num_heads, num_queries, num_keys)
+    """Same scores as `naive_gravity_scores`, from matmuls, through autograd; all inputs already float32."""
+    num_heads, num_queries, num_keys = coords_q.shape[1], coords_q.shape[2], coords_k.shape[2]
+    sq_dist = _squared_distances(coords_q, coords_k)
     diag, allowed = _allowed_pairs(q_start, num_queries, num_keys, key_valid, coords_q.device)
     # Rounding can make the expansion slightly negative; the diagonal is exactly 0, as in the reference.
     sq_dist = sq_dist.clamp_min(0.0).masked_fill(diag, 0.0)
@@ -187,9 +189,8 @@ def _attention_block(
 ):  # fmt: skip
     """One block of queries through plain autograd (keeps its score matrices for the backward): (B, H, Qb, D)."""
     with torch.autocast(device_type=coords_q.device.type, enabled=False):
-        sq_norm_k = (coords_k * coords_k).sum(-1)[:, :, None, :]  # (B, H, 1, K)
         scores = _fast_scores(
-            coords_q, coords_k, sq_norm_k, mass_q, mass_k, gamma, beta, radius, self_score, key_valid, q_start,
+            coords_q, coords_k, mass_q, mass_k, gamma, beta, radius, self_score, key_valid, q_start,
             kernel, eps, cutoff, sharpness,
         )[0]  # fmt: skip
         probs = torch.softmax(scores, dim=-1)
@@ -227,12 +228,7 @@ def _block_scores(
     single key gets probability exactly 1 in both.
     """
     num_heads, num_queries = coords_q.shape[1], coords_q.shape[2]
-    # d^2 = |c_i|^2 + |c_j|^2 - 2 c_i . c_j as ONE matmul of augmented vectors [c_i, |c_i|^2, 1] . [-2 c_j, 1, |c_j|^2]
-    q_aug = torch.cat([coords_q, (coords_q * coords_q).sum(-1, keepdim=True), torch.ones_like(coords_q[..., :1])], -1)
-    k_aug = torch.cat(
-        [-2.0 * coords_k, torch.ones_like(coords_k[..., :1]), (coords_k * coords_k).sum(-1, keepdim=True)], -1
-    )
-    sq_dist = torch.matmul(q_aug, k_aug.transpose(-1, -2))  # (B, H, Qb, C+2) x (B, H, C+2, K) -> (B, H, Qb, K)
+    sq_dist = _squared_distances(coords_q, coords_k)
     sq_dist.clamp_(min=0.0)
     sq_dist.diagonal(offset=q_start, dim1=-2, dim2=-1).zero_()  # d_ii = 0 exactly
     inv = torch.add(sq_dist, eps).reciprocal_()
@@ -458,9 +454,8 @@ def gravity_statistics(
     """
     coords_q, coords_k = coords_q.float(), coords_k.float()
     mass_q, mass_k = _as_float(mass_q), _as_float(mass_k)
-    sq_norm_k = (coords_k * coords_k).sum(-1)[:, :, None, :]
     scores, sq_dist, allowed, diag = _fast_scores(
-        coords_q, coords_k, sq_norm_k, mass_q, mass_k, _as_float(gamma), _as_float(beta), _as_float(radius),
+        coords_q, coords_k, mass_q, mass_k, _as_float(gamma), _as_float(beta), _as_float(radius),
         _as_float(self_score), key_valid, q_start, kernel, eps, cutoff, sharpness,
     )  # fmt: skip
     probs = torch.softmax(scores, dim=-1)
