@@ -72,7 +72,8 @@ def train(model_args, data_args, training_args, resume=False, callbacks=None):
     splits = load_splits(data_args)
     tokenizer = build_tokenizer(data_args, splits, output_dir)
     train_blocks = pack_blocks(splits["train"], tokenizer, data_args.block_size)
-    eval_blocks = pack_blocks(splits["validation"], tokenizer, data_args.block_size)
+    all_eval_blocks = pack_blocks(splits["validation"], tokenizer, data_args.block_size)
+    eval_blocks = all_eval_blocks
     if data_args.max_eval_blocks and len(eval_blocks) > data_args.max_eval_blocks:
         eval_blocks = eval_blocks.select(range(data_args.max_eval_blocks))
     set_seed(training_args.seed)  # the initial weights are part of the run (Trainer only seeds its own loop)
@@ -96,21 +97,22 @@ def train(model_args, data_args, training_args, resume=False, callbacks=None):
     trainer.save_state()
     if not trainer.is_world_process_zero():
         return None
-    results = evaluate_lm(trainer.model, tokenizer, splits["validation"], data_args.block_size,
-                          batch_size=training_args.per_device_eval_batch_size)  # fmt: skip
+    results = evaluate_lm(
+        trainer.model, tokenizer, all_eval_blocks, batch_size=training_args.per_device_eval_batch_size
+    )
     results["global_step"] = trainer.state.global_step
     (output_dir / EVAL_RESULTS_NAME).write_text(json.dumps(results, indent=2) + "\n")
     return results
 
 
 @torch.no_grad()
-def evaluate_lm(model, tokenizer, text_dataset, block_size, batch_size=16):
-    """Validation loss (nats per token), perplexity and bits per character over every full block of the text.
+def evaluate_lm(model, tokenizer, blocks, batch_size=16):
+    """Validation loss (nats per token), perplexity and bits per character over `blocks` (a `pack_blocks` dataset).
 
     Bits per character divide the total loss by the characters the predicted tokens decode to, so char and BPE
     models compare on the same scale.
     """
-    blocks = pack_blocks(text_dataset, tokenizer, block_size)["input_ids"]
+    blocks = blocks["input_ids"]  # a `pack_blocks` dataset of the held-out text
     model.eval()
     device = next(model.parameters()).device
     total_nats, total_tokens, total_chars = 0.0, 0, 0
@@ -152,7 +154,7 @@ def evaluate_folder(folder, corpus=None, block_size=None, batch_size=16, run_dir
     model = AutoModelForCausalLM.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     block_size = block_size or data.get("block_size") or model.config.max_position_embeddings
-    results = evaluate_lm(model, tokenizer, text, block_size, batch_size)
+    results = evaluate_lm(model, tokenizer, pack_blocks(text, tokenizer, block_size), batch_size)
     if write:
         (folder / EVAL_RESULTS_NAME).write_text(json.dumps(results, indent=2) + "\n")
     return results
