@@ -1,6 +1,13 @@
 """Data machinery: corpora through `datasets`, tokenizers through `tokenizers`."""
 
-from .text import bpe_tokenizer, char_tokenizer, load_text_splits, pack_blocks
+from .text import bpe_tokenizer, char_tokenizer, gpt2_tokenizer, load_text_files, load_text_splits, pack_blocks
 
 
-__all__ = ["bpe_tokenizer", "char_tokenizer", "load_text_splits", "pack_blocks"]
+__all__ = [
+    "bpe_tokenizer",
+    "char_tokenizer",
+    "gpt2_tokenizer",
+    "load_text_files",
+    "load_text_splits",
+    "pack_blocks",
+]

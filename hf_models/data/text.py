@@ -1,5 +1,9 @@
-"""Text corpora for causal LMs: local files through `datasets`, a character-level tokenizer, packing into blocks."""
+"""Text corpora for causal LMs: local files through `datasets`; character-level, byte-level BPE and GPT-2 (tiktoken)
+tokenizers as `PreTrainedTokenizerFast`; packing into blocks."""
 
+import hashlib
+import os
+import tempfile
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset
@@ -22,6 +26,20 @@ def load_text_splits(path, val_fraction=0.1):
     cut = int(len(text) * (1 - val_fraction))
     return DatasetDict(
         train=Dataset.from_dict({"text": [text[:cut]]}), validation=Dataset.from_dict({"text": [text[cut:]]})
+    )
+
+
+def load_text_files(train_file, validation_file, num_proc=None):
+    """Two local text files as a `DatasetDict` (`train`, `validation`), one row per line with its line break kept,
+    through `datasets`' text builder (so tokenisation is cached and can run in `num_proc` processes)."""
+    for name, path in (("corpus", train_file), ("validation_file", validation_file)):
+        if not Path(path).is_file():
+            raise ValueError(f"{name} file not found: {path}")
+    return load_dataset(
+        "text",
+        data_files={"train": str(train_file), "validation": str(validation_file)},
+        keep_linebreaks=True,
+        num_proc=num_proc,
     )
 
 
@@ -53,6 +71,77 @@ def bpe_tokenizer(texts, vocab_size=1024):
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token=PAD_TOKEN)
+
+
+GPT2_TIKTOKEN_URLS = {
+    # tiktoken's own download locations; its cache names a file by the SHA-1 of the URL
+    "r50k_base": ("https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken",),
+    "gpt2": (
+        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+    ),
+}
+ENDOFTEXT = "<|endoftext|>"
+
+
+def _tiktoken_cache_dir():
+    """The folder tiktoken caches its encodings in (its own rule: TIKTOKEN_CACHE_DIR, DATA_GYM_CACHE_DIR, temp)."""
+    for variable in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+        if os.environ.get(variable):
+            return Path(os.environ[variable])
+    return Path(tempfile.gettempdir()) / "data-gym-cache"
+
+
+def gpt2_tokenizer(tiktoken_file=None):
+    """GPT-2's byte-level BPE (50257 ids, `<|endoftext|>` as end and pad token) read through tiktoken and converted
+    to a `PreTrainedTokenizerFast` that encodes exactly as tiktoken does.
+
+    The encoding comes from `tiktoken_file` (a local `r50k_base.tiktoken`, the GPT-2 ranks in tiktoken's format), or
+    else from tiktoken's cache when an earlier online `tiktoken.get_encoding("gpt2")` left it there. Nothing is
+    downloaded: without either, a `ValueError` says what to provide.
+    """
+    try:
+        import tiktoken
+        from tiktoken.load import load_tiktoken_bpe
+        from tiktoken_ext.openai_public import r50k_pat_str
+    except ImportError:
+        raise ValueError("data.tokenizer='gpt2' needs the tiktoken package: pip install tiktoken") from None
+    if tiktoken_file is not None:
+        if not Path(tiktoken_file).is_file():
+            raise ValueError(f"data.tiktoken_file={str(tiktoken_file)!r} does not exist")
+        ranks = load_tiktoken_bpe(str(tiktoken_file))
+    else:
+        cache = _tiktoken_cache_dir()
+        cached = [
+            name
+            for name, urls in GPT2_TIKTOKEN_URLS.items()
+            if all((cache / hashlib.sha1(url.encode()).hexdigest()).is_file() for url in urls)
+        ]
+        if not cached:
+            raise ValueError(
+                "data.tokenizer='gpt2': GPT-2's tiktoken encoding is not available offline. Set data.tiktoken_file "
+                f"to a local copy of r50k_base.tiktoken (from {GPT2_TIKTOKEN_URLS['r50k_base'][0]}), or fill "
+                f"tiktoken's cache ({cache}; TIKTOKEN_CACHE_DIR moves it) by running tiktoken.get_encoding('gpt2') "
+                "once on a machine with internet access"
+            )
+        ranks = tiktoken.get_encoding(cached[0])._mergeable_ranks
+    return tiktoken_ranks_tokenizer(ranks, r50k_pat_str, {ENDOFTEXT: len(ranks)})
+
+
+def tiktoken_ranks_tokenizer(ranks, pattern, special_tokens):
+    """A `PreTrainedTokenizerFast` from tiktoken mergeable ranks (bytes -> id), its split pattern and its special
+    tokens (name -> id, placed after the ranks); the first special token ends text and pads."""
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    class _RanksConverter(TikTokenConverter):
+        def load_tiktoken_bpe(self, _source):
+            return ranks
+
+    if sorted(special_tokens.values()) != list(range(len(ranks), len(ranks) + len(special_tokens))):
+        raise ValueError(f"special token ids {special_tokens} must follow the {len(ranks)} ranks")
+    backend = _RanksConverter(pattern=pattern, extra_special_tokens=list(special_tokens)).converted()
+    end = next(iter(special_tokens))
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=end, pad_token=end)
 
 
 def pack_blocks(dataset, tokenizer, block_size, num_proc=None):

@@ -6,19 +6,23 @@ overrides on top (`--<field> VALUE`, any field of the three sections), all parse
       overrides: {hidden_dropout: 0.1}           # fields set on top of it
     data:
       corpus: ../shared/data/tinyshakespeare.txt # a local text file (or `dataset: <Hub id>`)
-      tokenizer: char                            # char | bpe
+      tokenizer: char                            # char | bpe | gpt2
       block_size: 256
-    training:                                    # transformers.TrainingArguments fields
+    training:                                    # transformers.TrainingArguments fields, plus precision
       output_dir: runs/ngt_tinyshakespeare_small
       max_steps: 2000
 """
 
 import json
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
+
+from .precision import bf16_is_fast
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,16 +37,40 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     corpus: str | None = field(default=None, metadata={"help": "a local text file"})
+    validation_file: str | None = field(
+        default=None, metadata={"help": "a local held-out text file (then all of `corpus` trains)"}
+    )
     dataset: str | None = field(default=None, metadata={"help": "a Hub dataset id with a 'text' column"})
     dataset_config: str | None = field(default=None, metadata={"help": "the Hub dataset's configuration name"})
     val_fraction: float = field(default=0.1, metadata={"help": "held-out share of a single text file"})
-    tokenizer: str = field(default="char", metadata={"help": "char | bpe"})
+    tokenizer: str = field(default="char", metadata={"help": "char | bpe | gpt2 (GPT-2's encoding via tiktoken)"})
     bpe_vocab_size: int = field(default=1024, metadata={"help": "vocabulary size of the byte-level BPE"})
+    tiktoken_file: str | None = field(
+        default=None, metadata={"help": "tokenizer gpt2: a local r50k_base.tiktoken (else tiktoken's cache)"}
+    )
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "processes for tokenising with datasets.map (line-based corpora)"}
+    )
     block_size: int = field(default=256, metadata={"help": "tokens per training block"})
     max_eval_blocks: int = field(default=256, metadata={"help": "validation blocks used during training (0 = all)"})
 
 
-SECTIONS = {"model": ModelArguments, "data": DataArguments, "training": TrainingArguments}
+@dataclass
+class TrainArguments(TrainingArguments):
+    """`TrainingArguments` plus `precision`, which picks bf16/fp16 for the machine at hand."""
+
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "auto | no | bf16 | fp16. auto: bf16 on GPUs that have it (else fp16 on CUDA), bf16 on CPUs with "
+            "native bf16 (AVX512-BF16/AMX), else float32; an explicit --bf16/--fp16 wins"
+        },
+    )
+
+
+SECTIONS = {"model": ModelArguments, "data": DataArguments, "training": TrainArguments}
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+TOKENIZERS = ("char", "bpe", "gpt2")
 _RENAMES = {("model", "config"): "model_config", ("model", "overrides"): "model_overrides"}
 
 
@@ -88,24 +116,63 @@ def _to_argv(flat):
     return argv
 
 
+def _has_accelerator():
+    accelerator = getattr(torch, "accelerator", None)
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+
+
+def _precision_flags(training_args):
+    """The --bf16/--fp16 flags `precision` asks for on this machine (none when one is set explicitly)."""
+    choice = training_args.precision
+    if choice not in PRECISIONS:
+        raise ValueError(f"training.precision={choice!r} is invalid: must be one of {PRECISIONS}")
+    if training_args.bf16 or training_args.fp16 or choice == "no":
+        return []
+    if choice == "auto":
+        if training_args.use_cpu or not _has_accelerator():
+            choice = "bf16" if bf16_is_fast("cpu") else "no"
+        elif torch.cuda.is_available():
+            choice = "bf16" if bf16_is_fast("cuda") else "fp16"
+        else:
+            choice = "no"
+    return [] if choice == "no" else [f"--{choice}", "true"]
+
+
 def parse_train_args(config_path, cli_args=()):
     """Parse the YAML file at `config_path`, then `cli_args` (which win). Returns the three dataclasses."""
     config_path = resolve_path(config_path)
     if not Path(config_path).is_file():
         raise ValueError(f"train config not found: {config_path}")
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator():
+        # Launched as several processes (torchrun / accelerate launch) on a machine without an accelerator:
+        # data-parallel on the CPU over gloo, which TrainingArguments sets up when told to use the CPU.
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainArguments))
     argv = _to_argv(_flatten(config_path)) + list(cli_args)
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    precision = _precision_flags(training_args)
+    if precision:
+        argv += precision
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     try:
         overrides = json.loads(model_args.model_overrides)
     except json.JSONDecodeError as error:
         raise ValueError(f"model overrides must be a JSON object: {error}") from None
     if not isinstance(overrides, dict):
         raise ValueError(f"model overrides must be a mapping; got {overrides!r}")
-    if data_args.tokenizer not in ("char", "bpe"):
-        raise ValueError(f"data.tokenizer={data_args.tokenizer!r} is invalid: must be 'char' or 'bpe'")
+    for name in ("corpus", "validation_file", "dataset", "dataset_config", "tiktoken_file"):
+        if getattr(data_args, name) == "":  # `--corpus ""` unsets a path the YAML file gave
+            setattr(data_args, name, None)
+    if data_args.tokenizer not in TOKENIZERS:
+        raise ValueError(f"data.tokenizer={data_args.tokenizer!r} is invalid: must be one of {TOKENIZERS}")
     if (data_args.corpus is None) == (data_args.dataset is None):
         raise ValueError("data needs exactly one of corpus (a local text file) or dataset (a Hub dataset id)")
+    if data_args.validation_file is not None and data_args.corpus is None:
+        raise ValueError("data.validation_file goes with data.corpus (a Hub dataset brings its own split)")
+    if data_args.preprocessing_num_workers is not None and data_args.preprocessing_num_workers < 1:
+        raise ValueError(
+            f"data.preprocessing_num_workers={data_args.preprocessing_num_workers} is invalid: must be >= 1"
+        )
     return model_args, data_args, training_args
 
 

@@ -11,7 +11,7 @@ from datasets import load_dataset
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Trainer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..data import bpe_tokenizer, char_tokenizer, load_text_splits, pack_blocks
+from ..data import bpe_tokenizer, char_tokenizer, gpt2_tokenizer, load_text_files, load_text_splits, pack_blocks
 from .arguments import resolve_path, resolved_config
 
 
@@ -20,10 +20,17 @@ EVAL_RESULTS_NAME = "eval_results.json"
 
 
 def load_splits(data_args):
-    """`DatasetDict` with `train` and `validation` text: a local file (split by characters) or a Hub dataset."""
+    """`DatasetDict` with `train` and `validation` text: a local file (split by characters), a local train file with
+    a held-out file (one row per line), or a Hub dataset."""
+    if data_args.corpus is not None and data_args.validation_file is not None:
+        return load_text_files(
+            resolve_path(data_args.corpus),
+            resolve_path(data_args.validation_file),
+            num_proc=data_args.preprocessing_num_workers,
+        )
     if data_args.corpus is not None:
         return load_text_splits(resolve_path(data_args.corpus), data_args.val_fraction)
-    splits = load_dataset(data_args.dataset, data_args.dataset_config)
+    splits = load_dataset(data_args.dataset, data_args.dataset_config, num_proc=data_args.preprocessing_num_workers)
     if "validation" not in splits:
         raise ValueError(f"dataset {data_args.dataset!r} has no 'validation' split (splits: {list(splits)})")
     return splits
@@ -33,6 +40,8 @@ def build_tokenizer(data_args, splits, output_dir):
     """The run's tokenizer: the one already saved in `output_dir` (resume), else a new one trained on `train`."""
     if (Path(output_dir) / "tokenizer.json").exists():
         return AutoTokenizer.from_pretrained(output_dir)
+    if data_args.tokenizer == "gpt2":
+        return gpt2_tokenizer(resolve_path(data_args.tiktoken_file) if data_args.tiktoken_file else None)
     texts = list(splits["train"]["text"])
     if data_args.tokenizer == "char":
         return char_tokenizer(texts + list(splits["validation"]["text"]))
@@ -71,8 +80,9 @@ def train(model_args, data_args, training_args, resume=False, callbacks=None):
         )
     splits = load_splits(data_args)
     tokenizer = build_tokenizer(data_args, splits, output_dir)
-    train_blocks = pack_blocks(splits["train"], tokenizer, data_args.block_size)
-    all_eval_blocks = pack_blocks(splits["validation"], tokenizer, data_args.block_size)
+    workers = data_args.preprocessing_num_workers
+    train_blocks = pack_blocks(splits["train"], tokenizer, data_args.block_size, num_proc=workers)
+    all_eval_blocks = pack_blocks(splits["validation"], tokenizer, data_args.block_size, num_proc=workers)
     eval_blocks = all_eval_blocks
     if data_args.max_eval_blocks and len(eval_blocks) > data_args.max_eval_blocks:
         eval_blocks = eval_blocks.select(range(data_args.max_eval_blocks))
@@ -101,6 +111,8 @@ def train(model_args, data_args, training_args, resume=False, callbacks=None):
         trainer.model, tokenizer, all_eval_blocks, batch_size=training_args.per_device_eval_batch_size
     )
     results["global_step"] = trainer.state.global_step
+    results["world_size"] = training_args.world_size
+    results["precision"] = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "no"
     (output_dir / EVAL_RESULTS_NAME).write_text(json.dumps(results, indent=2) + "\n")
     return results
 
@@ -143,8 +155,9 @@ def evaluate_folder(folder, corpus=None, block_size=None, batch_size=16, run_dir
     folder = Path(folder)
     run_config = Path(run_dir or folder) / RUN_CONFIG_NAME
     data = yaml.safe_load(run_config.read_text())["data"] if run_config.exists() else {}
-    if corpus is not None:  # an explicit held-out file is evaluated whole
-        text = load_dataset("text", data_files=str(resolve_path(corpus)), sample_by="document", split="train")
+    held_out = corpus if corpus is not None else data.get("validation_file")
+    if held_out is not None:  # an explicit held-out file is evaluated whole
+        text = load_dataset("text", data_files=str(resolve_path(held_out)), sample_by="document", split="train")
     elif data.get("corpus"):  # the run's own validation split
         text = load_text_splits(resolve_path(data["corpus"]), data.get("val_fraction", 0.1))["validation"]
     else:

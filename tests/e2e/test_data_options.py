@@ -1,0 +1,142 @@
+"""Data and precision options of `hf-models train`: GPT-2's encoding through tiktoken, a separate held-out file with
+multi-process tokenisation, and the mixed-precision choice."""
+
+import base64
+import json
+
+import pytest
+import tiktoken
+from tiktoken_ext.openai_public import r50k_pat_str
+
+from hf_models.cli import main
+from hf_models.data import gpt2_tokenizer
+from hf_models.data.text import ENDOFTEXT, GPT2_TIKTOKEN_URLS
+from hf_models.training import arguments
+from hf_models.training.arguments import parse_train_args
+
+
+TINY = "configs/train/ngt_tinyshakespeare_tiny.yaml"
+MERGES = [b"th", b"he", b"the", b" t", b" the", b"in", b"ing", b"ou", b"you", b"e\n", b"RO", b"ME", b"ROME", b"ROMEO"]
+
+
+@pytest.fixture
+def ranks_file(tmp_path):
+    """A small encoding in tiktoken's file format (base64 token, rank): the 256 bytes and a few merges."""
+    ranks = {bytes([i]): i for i in range(256)}
+    for merge in MERGES:
+        ranks[merge] = len(ranks)
+    path = tmp_path / "tiny.tiktoken"
+    path.write_text("".join(f"{base64.b64encode(token).decode()} {rank}\n" for token, rank in ranks.items()))
+    return path, ranks
+
+
+def test_gpt2_tokenizer_encodes_exactly_as_tiktoken(ranks_file, shared_data):
+    path, ranks = ranks_file
+    tokenizer = gpt2_tokenizer(path)
+    reference = tiktoken.Encoding(
+        "tiny", pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: len(ranks)}
+    )
+    text = (shared_data / "tinyshakespeare.txt").read_text()[:30000] + " héllo ☃ you're singing\n\n  the end"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert ids == reference.encode(text)
+    assert tokenizer.decode(ids) == text
+    assert len(tokenizer) == len(ranks) + 1
+    assert tokenizer.eos_token == tokenizer.pad_token == ENDOFTEXT
+    assert tokenizer(f"the{ENDOFTEXT}")["input_ids"] == reference.encode(f"the{ENDOFTEXT}", allowed_special="all")
+
+
+def test_gpt2_tokenizer_offline_without_the_encoding_says_what_to_provide(tmp_path, monkeypatch):
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
+    with pytest.raises(ValueError, match="tiktoken_file") as error:
+        gpt2_tokenizer()
+    assert "r50k_base.tiktoken" in str(error.value) and "empty-cache" in str(error.value)
+    with pytest.raises(ValueError, match="does not exist"):
+        gpt2_tokenizer(tmp_path / "missing.tiktoken")
+
+
+def test_gpt2_tokenizer_reads_tiktokens_cache(ranks_file, tmp_path, monkeypatch):
+    """An encoding tiktoken cached earlier (file named by the SHA-1 of its URL) is found without a download; the
+    hash check fails on the small stand-in file, which proves tiktoken itself read the cache entry."""
+    import hashlib
+
+    path, _ = ranks_file
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    url = GPT2_TIKTOKEN_URLS["r50k_base"][0]
+    (cache / hashlib.sha1(url.encode()).hexdigest()).write_bytes(path.read_bytes())
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+    calls = []
+    monkeypatch.setattr(tiktoken, "get_encoding", lambda name: calls.append(name) or (_ for _ in ()).throw(OSError))
+    with pytest.raises(OSError):
+        gpt2_tokenizer()
+    assert calls == ["r50k_base"]
+
+
+def test_train_with_the_gpt2_tokenizer(ranks_file, tmp_path, shared_data):
+    path, ranks = ranks_file
+    out = tmp_path / "run"
+    assert main(["train", TINY, "--output_dir", str(out), "--max_steps", "2", "--tokenizer", "gpt2",
+                 "--tiktoken_file", str(path), "--max_eval_blocks", "4"]) == 0  # fmt: skip
+    assert json.loads((out / "config.json").read_text())["vocab_size"] == len(ranks) + 1
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["eval_characters"] > results["eval_tokens"]
+
+
+def test_validation_file_and_multiprocess_tokenisation(tmp_path, shared_data):
+    """A train file with a separate held-out file, one row per line, tokenised in 2 processes: the packed blocks
+    are the same as tokenising in one process, and evaluate reads the held-out file."""
+    wikitext = tmp_path / "wikitext"  # the first lines of WikiText-2's files keep the run short
+    wikitext.mkdir()
+    for name, lines in (("valid.txt", 1500), ("test.txt", 300)):
+        text = (shared_data / "wikitext-2" / name).read_text().splitlines(keepends=True)
+        (wikitext / name).write_text("".join(text[:lines]))
+    out = tmp_path / "run"
+    args = ["--corpus", str(wikitext / "valid.txt"), "--validation_file", str(wikitext / "test.txt"),
+            "--tokenizer", "bpe", "--bpe_vocab_size", "400", "--max_eval_blocks", "8"]  # fmt: skip
+    assert main(["train", TINY, "--output_dir", str(out), "--max_steps", "2", "--preprocessing_num_workers", "2",
+                 *args]) == 0  # fmt: skip
+    results = json.loads((out / "eval_results.json").read_text())
+    held_out = (wikitext / "test.txt").read_text()
+    # every held-out character is read (less the tail that does not fill a block and the first token of a block)
+    assert 0.9 * len(held_out) < results["eval_characters"] <= len(held_out)
+    (out / "eval_results.json").unlink()
+    assert main(["evaluate", str(out)]) == 0
+    again = json.loads((out / "eval_results.json").read_text())
+    assert abs(again["eval_loss"] - results["eval_loss"]) < 0.02
+
+    from hf_models.data import load_text_files, pack_blocks
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    splits = load_text_files(wikitext / "valid.txt", wikitext / "test.txt")
+    one = pack_blocks(splits["validation"], tokenizer, 32)
+    two = pack_blocks(splits["validation"], tokenizer, 32, num_proc=2)
+    stream = lambda blocks: [t for block in blocks["input_ids"] for t in block]  # noqa: E731
+    # per-worker packing drops at most one partial block per worker
+    assert abs(len(one) - len(two)) <= 2 and stream(two)[:5000] == stream(one)[:5000]
+
+
+def test_data_argument_errors(tmp_path):
+    for extra, message in [
+        (["--tokenizer", "words"], "data.tokenizer='words'"),
+        (["--preprocessing_num_workers", "0"], "preprocessing_num_workers=0"),
+        (["--precision", "fp8"], "precision='fp8'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_train_args(TINY, ["--output_dir", str(tmp_path), *extra])
+    with pytest.raises(ValueError, match="validation_file"):
+        parse_train_args(TINY, ["--output_dir", str(tmp_path), "--corpus", "", "--dataset", "x",
+                                "--validation_file", "v.txt"])  # fmt: skip
+
+
+def test_mixed_precision_follows_the_machine(tmp_path, monkeypatch):
+    def parse(*extra):
+        training = parse_train_args(TINY, ["--output_dir", str(tmp_path), "--use_cpu", "true", *extra])[2]
+        return training.bf16, training.fp16
+
+    monkeypatch.setattr(arguments, "bf16_is_fast", lambda device=None: False)
+    assert parse() == (False, False)  # an AVX2-only CPU emulates bf16: float32 is faster
+    assert parse("--precision", "bf16") == (True, False)  # asked for explicitly
+    monkeypatch.setattr(arguments, "bf16_is_fast", lambda device=None: True)
+    assert parse() == (True, False)  # AVX512-BF16 / AMX
+    assert parse("--precision", "no") == (False, False)
