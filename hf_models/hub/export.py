@@ -102,8 +102,14 @@ def build_card(model, tokenizer, run_config, results, repo_id, license="apache-2
         results_table=[
             {"split": "validation", "metric": label, "value": f"{value:.4f}"} for _, label, value in metrics
         ],
-        data_description=f"{dataset_name} ({data.get('tokenizer')} tokens, validation = the last "
-        f"{data.get('val_fraction')} of the text)",
+        data_description=f"{dataset_name} ({data.get('tokenizer')} tokens, validation = "
+        + (
+            f"the held-out file {Path(data['validation_file']).name})"
+            if data.get("validation_file")
+            else f"the last {data.get('val_fraction')} of the text)"
+            if data.get("corpus")
+            else "its validation split)"
+        ),
         tokenizer_description=f"{data.get('tokenizer')}, {len(tokenizer)} entries",
         recipe=recipe,
         repo_id=repo_id,

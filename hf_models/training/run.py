@@ -168,6 +168,8 @@ def evaluate_folder(folder, corpus=None, block_size=None, batch_size=16, run_dir
     tokenizer = AutoTokenizer.from_pretrained(folder)
     block_size = block_size or data.get("block_size") or model.config.max_position_embeddings
     results = evaluate_lm(model, tokenizer, pack_blocks(text, tokenizer, block_size), batch_size)
-    if write:
-        (folder / EVAL_RESULTS_NAME).write_text(json.dumps(results, indent=2) + "\n")
+    if write:  # keep what training recorded beside the metrics (global_step, world_size, precision)
+        path = folder / EVAL_RESULTS_NAME
+        previous = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**previous, **results}, indent=2) + "\n")
     return results

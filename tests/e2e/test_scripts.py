@@ -1,0 +1,53 @@
+"""The README's main command (scripts/quickstart.py) and the baseline benchmark, on short budgets."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _script(name, *args, timeout=900):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=timeout)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_quickstart_trains_exports_and_samples_without_hf_models(tmp_path, shared_data):
+    out = tmp_path / "quick"
+    stdout = _script("quickstart.py", "--max-steps", "8", "--out", str(out), "--sample-tokens", "40")
+    for step in ("[1/4]", "[2/4]", "[3/4]", "[4/4]"):
+        assert step in stdout
+    assert "transformers_modules" in stdout  # the sample came from the remote-code copy of the model
+    sample = stdout.split("-" * 60)[1].strip("\n")
+    assert sample.startswith("ROMEO:\n") and len(sample) == len("ROMEO:\n") + 40  # one character per token
+    card = ModelCard.load(out / "model" / "README.md")
+    results = json.loads((out / "model" / "eval_results.json").read_text())
+    assert {r.metric_type: r.metric_value for r in card.data.eval_results}["loss"] == round(results["eval_loss"], 4)
+    assert results["global_step"] == 8
+    # a used output folder is refused, nothing is overwritten
+    weights = (out / "model" / "model.safetensors").read_bytes()
+    refused = subprocess.run([sys.executable, str(ROOT / "scripts" / "quickstart.py"), "--out", str(out)],
+                             cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert refused.returncode != 0 and "--fresh" in refused.stderr
+    assert (out / "model" / "model.safetensors").read_bytes() == weights
+
+
+@pytest.mark.slow
+def test_baseline_benchmark_smoke(tmp_path, shared_data):
+    out = tmp_path / "bench"
+    _script("bench_ngt_baseline.py", "--steps", "16", "--out", str(out))
+    report = json.loads(out.with_suffix(".json").read_text())
+    same = report["same_steps"]
+    assert same["ngt"]["model_type"] == "hfm_ngt" and same["llama"]["model_type"] == "llama"
+    assert same["ngt"]["steps"] == same["llama"]["steps"] == 16
+    assert report["same_wall_clock"]["ngt"]["steps"] == report["summary"]["ngt"]["steps_in_budget"]
+    assert 0.5 < same["ngt"]["parameters"] / same["llama"]["parameters"] < 2  # matched sizes
+    assert "| llama, 16 steps |" in out.with_suffix(".md").read_text()
