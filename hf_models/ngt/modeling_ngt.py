@@ -23,23 +23,25 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput, logging
 
 from .configuration_ngt import NgtConfig
 from .ops_ngt import gravity_attention, gravity_statistics, repulsion_energy
+from .shared_lm_inputs import (
+    CACHE_FIELD,
+    GradientCheckpointingLayer,
+    check_labels,
+    pop_cache,
+    prepare_cache,
+    select_logits_positions,
+    token_positions,
+    validate_token_inputs,
+)
 
-
-try:
-    from transformers.modeling_layers import GradientCheckpointingLayer
-except ImportError:  # older transformers: blocks are plain modules (no per-block checkpointing)
-    GradientCheckpointingLayer = nn.Module
 
 logger = logging.get_logger(__name__)
-
-# transformers renamed the cache field of model outputs from `past_key_values` to `cache`; follow the installed one.
-_CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 class NgtGravityAttention(nn.Module):
@@ -301,13 +303,6 @@ class NgtCausalLMOutputWithPast(CausalLMOutputWithPast):
     repulsion_loss: torch.FloatTensor | None = None
 
 
-def _pop_cache(cache, kwargs):
-    legacy = kwargs.pop("past_key_values", None)
-    if cache is not None and legacy is not None:
-        raise ValueError("Pass the cache as `cache` or `past_key_values`, not both")
-    return cache if cache is not None else legacy
-
-
 class NgtModel(NgtPreTrainedModel):
     """NGT backbone: token embedding, masses, coordinates, gravity blocks and the final LayerNorm."""
 
@@ -327,45 +322,12 @@ class NgtModel(NgtPreTrainedModel):
         self.embed_tokens = value
 
     def _validate(self, input_ids, attention_mask, position_ids, past_length):
-        if input_ids.dim() != 2:
-            raise ValueError(
-                f"input_ids must have shape (batch, sequence); got rank {input_ids.dim()} {tuple(input_ids.shape)}"
-            )
-        if input_ids.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-            raise ValueError(f"input_ids must be integer token ids; got dtype {input_ids.dtype}")
-        if input_ids.shape[1] == 0:
-            raise ValueError("input_ids is empty (sequence length 0)")
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or high >= self.config.vocab_size:
-            raise ValueError(
-                f"input_ids must be in [0, vocab_size={self.config.vocab_size}); got values in [{low}, {high}]"
-            )
-        batch, length = input_ids.shape
-        if attention_mask is not None:
-            if attention_mask.dim() != 2 or attention_mask.shape != (batch, past_length + length):
-                raise ValueError(
-                    f"attention_mask must be a 2-D padding mask of shape (batch, cached + new tokens) = "
-                    f"{(batch, past_length + length)}; got {tuple(attention_mask.shape)}"
-                )
-        if position_ids is not None and position_ids.shape[-1] != length:
-            raise ValueError(f"position_ids must have shape (batch, {length}); got {tuple(position_ids.shape)}")
+        validate_token_inputs(self.config.vocab_size, input_ids, attention_mask, position_ids, past_length)
 
     def _positions(self, attention_mask, position_ids, batch, length, past_length, device):
-        if position_ids is None:
-            if attention_mask is not None:
-                # left padding: the first real token is position 0, as when the sample is alone
-                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)[:, -length:]
-            else:
-                position_ids = torch.arange(past_length, past_length + length, device=device)[None].expand(batch, -1)
-        if position_ids.dim() == 1:
-            position_ids = position_ids[None].expand(batch, -1)
-        limit = self.config.max_position_embeddings
-        if int(position_ids.max()) >= limit or int(position_ids.min()) < 0:
-            raise ValueError(
-                f"sequence too long: position {int(position_ids.max())} is beyond max_position_embeddings={limit} "
-                f"(this model supports at most {limit} tokens, cache included)"
-            )
-        return position_ids
+        return token_positions(
+            self.config.max_position_embeddings, attention_mask, position_ids, batch, length, past_length, device
+        )
 
     def forward(
         self,
@@ -379,7 +341,7 @@ class NgtModel(NgtPreTrainedModel):
         return_dict=None,
         **kwargs,
     ):
-        cache = _pop_cache(cache, kwargs)
+        cache = pop_cache(cache, kwargs)
         if inputs_embeds is not None:
             raise ValueError("NGT needs input_ids (token masses are looked up by id); inputs_embeds is not supported")
         if input_ids is None:
@@ -394,10 +356,7 @@ class NgtModel(NgtPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if self.gradient_checkpointing and self.training and use_cache:
             use_cache = False
-        if use_cache and cache is None:
-            cache = DynamicCache(config=self.config)
-        if cache is not None and not isinstance(cache, Cache):
-            raise ValueError(f"cache must be a transformers Cache (e.g. DynamicCache); got {type(cache).__name__}")
+        cache = prepare_cache(cache, use_cache, self.config)
         past_length = cache.get_seq_length() if cache is not None else 0
         self._validate(input_ids, attention_mask, position_ids, past_length)
         batch, length = input_ids.shape
@@ -476,12 +435,9 @@ class NgtForCausalLM(NgtPreTrainedModel, GenerationMixin):
 
         `logits_to_keep`: if an int n > 0, only the logits of the last n positions are computed (generation).
         """
-        cache = _pop_cache(cache, kwargs)
+        cache = pop_cache(cache, kwargs)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if labels is not None and input_ids is not None and labels.shape != input_ids.shape:
-            raise ValueError(
-                f"labels must have the shape of input_ids {tuple(input_ids.shape)}; got {tuple(labels.shape)}"
-            )
+        check_labels(labels, input_ids)
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         outputs = self.model(
             input_ids=input_ids,
@@ -494,12 +450,7 @@ class NgtForCausalLM(NgtPreTrainedModel, GenerationMixin):
             return_dict=True,
             **kwargs,
         )
-        hidden_states = outputs.last_hidden_state
-        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
-            hidden_states = hidden_states[:, -logits_to_keep:]
-        elif isinstance(logits_to_keep, torch.Tensor):
-            hidden_states = hidden_states[:, logits_to_keep]
-        logits = self.lm_head(hidden_states)
+        logits = self.lm_head(select_logits_positions(outputs.last_hidden_state, logits_to_keep))
 
         loss = lm_loss = repulsion = None
         if labels is not None:
@@ -525,7 +476,7 @@ class NgtForCausalLM(NgtPreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             lm_loss=lm_loss,
             repulsion_loss=repulsion,
-            **{_CACHE_FIELD: outputs.cache},
+            **{CACHE_FIELD: outputs.cache},
         )
         return output if return_dict else output.to_tuple()
 
