@@ -41,6 +41,12 @@ class DataArguments:
         default=None, metadata={"help": "a local held-out text file (then all of `corpus` trains)"}
     )
     dataset: str | None = field(default=None, metadata={"help": "a Hub dataset id with a 'text' column"})
+    image_dataset: str | None = field(
+        default=None,
+        metadata={"help": "image models: a folder of MNIST IDX files or a Hub id with image/label columns"},
+    )
+    eval_split: str = field(default="test", metadata={"help": "image models: the split evaluated (accuracy)"})
+    max_eval_samples: int = field(default=0, metadata={"help": "image models: evaluate the first N images (0 = all)"})
     dataset_config: str | None = field(default=None, metadata={"help": "the Hub dataset's configuration name"})
     val_fraction: float = field(default=0.1, metadata={"help": "held-out share of a single text file"})
     tokenizer: str = field(default="char", metadata={"help": "char | bpe | gpt2 (GPT-2's encoding via tiktoken)"})
@@ -150,6 +156,11 @@ def parse_train_args(config_path, cli_args=()):
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainArguments))
     argv = _to_argv(_flatten(config_path)) + list(cli_args)
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    if training_args.push_to_hub:
+        raise ValueError(
+            "training.push_to_hub=True is refused: Trainer's push uploads its own README.md over the model card. "
+            "Publish with `hf-models export RUN_DIR OUT_DIR` and `hf-models push OUT_DIR REPO_ID`"
+        )
     precision = _precision_flags(training_args)
     if precision:
         argv += precision
@@ -160,12 +171,15 @@ def parse_train_args(config_path, cli_args=()):
         raise ValueError(f"model overrides must be a JSON object: {error}") from None
     if not isinstance(overrides, dict):
         raise ValueError(f"model overrides must be a mapping; got {overrides!r}")
-    for name in ("corpus", "validation_file", "dataset", "dataset_config", "tiktoken_file"):
+    for name in ("corpus", "validation_file", "dataset", "dataset_config", "tiktoken_file", "image_dataset"):
         if getattr(data_args, name) == "":  # `--corpus ""` unsets a path the YAML file gave
             setattr(data_args, name, None)
     if data_args.tokenizer not in TOKENIZERS:
         raise ValueError(f"data.tokenizer={data_args.tokenizer!r} is invalid: must be one of {TOKENIZERS}")
-    if (data_args.corpus is None) == (data_args.dataset is None):
+    if data_args.image_dataset is not None:
+        if data_args.corpus is not None or data_args.dataset is not None:
+            raise ValueError("data.image_dataset (images) excludes data.corpus and data.dataset (text)")
+    elif (data_args.corpus is None) == (data_args.dataset is None):
         raise ValueError("data needs exactly one of corpus (a local text file) or dataset (a Hub dataset id)")
     if data_args.validation_file is not None and data_args.corpus is None:
         raise ValueError("data.validation_file goes with data.corpus (a Hub dataset brings its own split)")

@@ -104,8 +104,9 @@ def test_validation_file_and_multiprocess_tokenisation(tmp_path, shared_data):
     again = json.loads((out / "eval_results.json").read_text())
     assert abs(again["eval_loss"] - results["eval_loss"]) < 0.02
 
-    from hf_models.data import load_text_files, pack_blocks
     from transformers import AutoTokenizer
+
+    from hf_models.data import load_text_files, pack_blocks
 
     tokenizer = AutoTokenizer.from_pretrained(out)
     splits = load_text_files(wikitext / "valid.txt", wikitext / "test.txt")
@@ -121,6 +122,7 @@ def test_data_argument_errors(tmp_path):
         (["--tokenizer", "words"], "data.tokenizer='words'"),
         (["--preprocessing_num_workers", "0"], "preprocessing_num_workers=0"),
         (["--precision", "fp8"], "precision='fp8'"),
+        (["--push_to_hub", "true"], "hf-models push"),  # Trainer's push would overwrite the model card
     ]:
         with pytest.raises(ValueError, match=message):
             parse_train_args(TINY, ["--output_dir", str(tmp_path), *extra])
