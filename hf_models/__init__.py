@@ -7,9 +7,21 @@ models also carry their code and load anywhere with `trust_remote_code=True`.
 
 __version__ = "0.1.0"
 
-from .ngt import NgtConfig, NgtForCausalLM, NgtModel  # noqa: E402  (registration happens on import)
+# registration with the Auto classes happens on import
+from .mhc import MhcConfig, MhcForCausalLM, MhcForImageClassification, MhcModel  # noqa: E402
+from .ngt import NgtConfig, NgtForCausalLM, NgtModel  # noqa: E402
 
 
-ARCHITECTURES = ("ngt",)
+ARCHITECTURES = ("ngt", "mhc")
 
-__all__ = ["ARCHITECTURES", "NgtConfig", "NgtForCausalLM", "NgtModel", "__version__"]
+__all__ = [
+    "ARCHITECTURES",
+    "MhcConfig",
+    "MhcForCausalLM",
+    "MhcForImageClassification",
+    "MhcModel",
+    "NgtConfig",
+    "NgtForCausalLM",
+    "NgtModel",
+    "__version__",
+]

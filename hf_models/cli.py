@@ -4,7 +4,8 @@ hf-models train CONFIG.yaml [--resume] [--<field> VALUE ...]
                            train with transformers.Trainer; fields of the YAML's model/data/training sections
                            (TrainingArguments included) can be overridden, e.g. --max_steps 20 --output_dir runs/x
 hf-models evaluate FOLDER [--corpus FILE]
-                           validation loss, perplexity and bits per character -> FOLDER/eval_results.json
+                           text: validation loss, perplexity, bits per character; images: accuracy and loss on the
+                           run's eval split -> FOLDER/eval_results.json
 hf-models export RUN_DIR OUT_DIR [--repo-id ID]
                            a run's final model (or newest checkpoint) -> a Hub-ready folder with its model card
 hf-models push OUT_DIR REPO_ID [--private] [--revision R]

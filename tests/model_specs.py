@@ -34,6 +34,12 @@ class ModelSpec:
     tied_weights: dict = field(default_factory=dict)  # target -> source parameter names
     invalid_config_values: dict = field(default_factory=dict)  # field -> an invalid value
     skips: dict = field(default_factory=dict)  # check name -> reason
+    modality: str = "text"  # "text" (input_ids) or "image" (pixel_values): which bad-input checks apply
+    has_loss: bool = True  # a head computes a loss from labels; a backbone spec derives one from `output_key`
+
+    def loss(self, output):
+        """The scalar the battery differentiates: the head's loss, or for a backbone the mean square output."""
+        return output.loss if self.has_loss else output[self.output_key].float().pow(2).mean()
 
     def load_config(self, **overrides):
         config = self.config_class.from_pretrained(str(self.tiny_config))
@@ -52,6 +58,34 @@ def causal_lm_inputs(config, batch=2, seq=20, seed=0):
     input_ids = torch.randint(1, config.vocab_size, (batch, seq), generator=generator)
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": input_ids.clone()}
 
+
+def encoder_inputs(config, batch=2, seq=20, seed=0):
+    inputs = causal_lm_inputs(config, batch, seq, seed)
+    inputs.pop("labels")  # a backbone has no head to compute a loss
+    return inputs
+
+
+def image_inputs(config, batch=2, seq=None, seed=0):
+    """Random images at the model's size and class labels (`seq` does not apply to images)."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (batch, config.num_channels, config.image_size, config.image_size)
+    return {
+        "pixel_values": torch.randn(shape, generator=generator),
+        "labels": torch.randint(0, config.num_labels, (batch,), generator=generator),
+    }
+
+
+MHC_AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForImageClassification")
+MHC_INVALID = {
+    "hidden_size": 30,  # not divisible by 4 heads
+    "expansion_rate": 0,
+    "hyper_connection_type": "residual",
+    "sinkhorn_iterations": 0,
+    "modality": "audio",
+    "mask_ratio": 1.0,
+    "hidden_dropout": -0.1,
+    "is_causal": "yes",
+}
 
 SPECS = [
     ModelSpec(
@@ -75,5 +109,46 @@ SPECS = [
             "repulsion_num_samples": 1,
             "gravity_implementation": "flash",
         },
+    ),
+    ModelSpec(
+        name="mhc-causal-lm",
+        package="mhc",
+        config_class=hf_models.MhcConfig,
+        model_class=hf_models.MhcForCausalLM,
+        auto_class="AutoModelForCausalLM",
+        all_auto_classes=MHC_AUTO_CLASSES,
+        tiny_config=CONFIGS / "mhc" / "tiny.json",
+        make_inputs=causal_lm_inputs,
+        can_generate=True,
+        invalid_config_values=MHC_INVALID,
+    ),
+    ModelSpec(
+        name="mhc-encoder",
+        package="mhc",
+        config_class=hf_models.MhcConfig,
+        model_class=hf_models.MhcModel,
+        auto_class="AutoModel",
+        all_auto_classes=MHC_AUTO_CLASSES,
+        tiny_config=CONFIGS / "mhc" / "tiny_encoder.json",
+        make_inputs=encoder_inputs,
+        output_key="last_hidden_state",
+        has_loss=False,
+        invalid_config_values=MHC_INVALID,
+        skips={
+            "trainer": "Trainer optimises a loss; the bidirectional backbone has no head (covered through the heads)",
+            "labels": "a backbone takes no labels",
+        },
+    ),
+    ModelSpec(
+        name="mhc-image-classifier",
+        package="mhc",
+        config_class=hf_models.MhcConfig,
+        model_class=hf_models.MhcForImageClassification,
+        auto_class="AutoModelForImageClassification",
+        all_auto_classes=MHC_AUTO_CLASSES,
+        tiny_config=CONFIGS / "mhc" / "tiny_image.json",
+        make_inputs=image_inputs,
+        modality="image",
+        invalid_config_values={**MHC_INVALID, "patch_size": 3, "pool_size": 9, "is_causal": True},
     ),
 ]

@@ -1,5 +1,6 @@
 """Data machinery: corpora through `datasets`, tokenizers through `tokenizers`."""
 
+from .images import image_processor_for, load_mnist
 from .text import bpe_tokenizer, char_tokenizer, gpt2_tokenizer, load_text_files, load_text_splits, pack_blocks
 
 
@@ -7,7 +8,9 @@ __all__ = [
     "bpe_tokenizer",
     "char_tokenizer",
     "gpt2_tokenizer",
+    "image_processor_for",
     "load_text_files",
+    "load_mnist",
     "load_text_splits",
     "pack_blocks",
 ]

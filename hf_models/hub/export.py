@@ -7,7 +7,14 @@ from pathlib import Path
 
 import yaml
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForCausalLM,
+    AutoModelForImageClassification,
+    AutoTokenizer,
+    GenerationConfig,
+)
 from transformers.trainer_utils import get_last_checkpoint
 
 from .remote_code import audit_folder
@@ -59,33 +66,100 @@ def _card_facts(model_type):
     return name, yaml.safe_load(path.read_text())
 
 
-def build_card(model, tokenizer, run_config, results, repo_id, license="apache-2.0"):
-    """The model card: metadata (incl. a model-index with the measured results) and the body from the template."""
+def _is_image_model(config):
+    return getattr(config, "modality", "text") == "image"
+
+
+def _text_card_fields(model, tokenizer, data, results):
+    dataset_name = Path(data["corpus"]).stem if data.get("corpus") else data.get("dataset", "unknown")
+    held_out = (
+        f"the held-out file {Path(data['validation_file']).name}"
+        if data.get("validation_file")
+        else f"the last {data.get('val_fraction')} of the text"
+        if data.get("corpus")
+        else "its validation split"
+    )
+    return {
+        "task": "text-generation",
+        "dataset_name": dataset_name,
+        "dataset_type": data.get("dataset") or dataset_name,
+        "split": "validation",
+        "metrics": [
+            ("loss", "Validation loss (nats/token)", results["eval_loss"]),
+            ("perplexity", "Perplexity", results["perplexity"]),
+            ("bits_per_character", "Bits per character", results["bits_per_character"]),
+        ],  # fmt: skip
+        "data_description": f"{dataset_name} ({data.get('tokenizer')} tokens, validation = {held_out})",
+        "preprocessing_description": f"Tokenizer: {data.get('tokenizer')}, {len(tokenizer)} entries",
+        "batch_unit": f"x {data.get('block_size')} tokens",
+        "prompt_literal": json.dumps(PROMPT)[1:-1],
+        # the snippets must run as written: prompt + new tokens stay within the model's positions
+        "sample_tokens": min(
+            60, getattr(model.config, "max_position_embeddings", 10**9) - len(tokenizer(PROMPT)["input_ids"])
+        ),
+    }
+
+
+def _image_card_fields(model, processor, data, results):
+    source = str(data.get("image_dataset", "unknown"))
+    local = Path(source).exists() or "/" not in source or source.startswith((".", "/"))
+    dataset_name = Path(source).name if local else source
+    config = model.config
+    return {
+        "task": "image-classification",
+        "dataset_name": dataset_name,
+        "dataset_type": dataset_name if local else source,
+        "hub_dataset": None if local else source,
+        "split": results.get("eval_split", "test"),
+        "metrics": [
+            ("accuracy", "Accuracy", results["eval_accuracy"]),
+            ("loss", "Cross-entropy loss", results["eval_loss"]),
+        ],  # fmt: skip
+        "data_description": f"{dataset_name} ({results.get('eval_examples', '?')} {results.get('eval_split', 'test')} "
+        f"images evaluated, {config.num_labels} classes)",
+        "preprocessing_description": f"Image processor: `{type(processor).__name__.removesuffix('Pil')}` (resize to "
+        f"{config.image_size}x{config.image_size}, scale to [0, 1], normalise with mean {processor.image_mean} and "
+        f"std {processor.image_std}; {config.num_channels} channel(s))",
+        "batch_unit": "images",
+        "image_mode": "L" if config.num_channels == 1 else "RGB",
+        "image_size": config.image_size,
+    }
+
+
+def build_card(model, preprocessor, run_config, results, repo_id, license="apache-2.0"):
+    """The model card: metadata (incl. a model-index with the measured results) and the body from the template.
+    `preprocessor` is the tokenizer of a text model or the image processor of an image model."""
     name, facts = _card_facts(model.config.model_type)
     data = run_config.get("data", {})
     training = run_config.get("training", {})
-    dataset_name = Path(data["corpus"]).stem if data.get("corpus") else data.get("dataset", "unknown")
-    dataset_type = data.get("dataset") or dataset_name
-    metrics = [("loss", "Validation loss (nats/token)", results["eval_loss"]),
-               ("perplexity", "Perplexity", results["perplexity"]),
-               ("bits_per_character", "Bits per character", results["bits_per_character"])]  # fmt: skip
+    if _is_image_model(model.config):
+        fields = _image_card_fields(model, preprocessor, data, results)
+        datasets = [fields["hub_dataset"]] if fields["hub_dataset"] else None
+    else:
+        fields = _text_card_fields(model, preprocessor, data, results)
+        datasets = [data["dataset"]] if data.get("dataset") else None
     eval_results = [
-        EvalResult(task_type="text-generation", dataset_type=dataset_type, dataset_name=dataset_name,
-                   dataset_split="validation", metric_type=metric, metric_name=label, metric_value=round(value, 4))
-        for metric, label, value in metrics
+        EvalResult(task_type=fields["task"], dataset_type=fields["dataset_type"], dataset_name=fields["dataset_name"],
+                   dataset_split=fields["split"], metric_type=metric, metric_name=label, metric_value=round(value, 4))
+        for metric, label, value in fields["metrics"]
     ]  # fmt: skip
     card_data = ModelCardData(
         library_name="transformers",
-        pipeline_tag=facts.get("pipeline_tag", "text-generation"),
+        pipeline_tag=fields["task"],
         license=license,
         tags=sorted(set(facts.get("tags", [])) | {"custom_code", name}),
-        datasets=[data["dataset"]] if data.get("dataset") else None,
+        datasets=datasets,
         model_name=Path(repo_id).name,
         eval_results=eval_results,
     )
+    length = (
+        f"{training.get('max_steps')} steps"
+        if (training.get("max_steps") or -1) > 0
+        else f"{training.get('num_train_epochs')} epochs"
+    )
     recipe = (
-        f"{training.get('max_steps')} steps of `transformers.Trainer`, batch {training.get('per_device_train_batch_size')} "
-        f"x {data.get('block_size')} tokens, learning rate {training.get('learning_rate')} "
+        f"{length} of `transformers.Trainer`, batch {training.get('per_device_train_batch_size')} "
+        f"{fields['batch_unit']}, learning rate {training.get('learning_rate')} "
         f"({training.get('lr_scheduler_type')}, {training.get('warmup_steps')} warmup steps), "
         f"weight decay {training.get('weight_decay')}, gradient clipping {training.get('max_grad_norm')}, "
         f"bf16 {training.get('bf16')}"
@@ -93,40 +167,29 @@ def build_card(model, tokenizer, run_config, results, repo_id, license="apache-2
     return ModelCard.from_template(
         card_data,
         template_path=str(CARDS / "template.md"),
-        title=f"{facts['name']} trained on {dataset_name}",
+        title=f"{facts['name']} trained on {fields['dataset_name']}",
         summary=facts["summary"],
         model_type=model.config.model_type,
         arch_name=facts["name"],
         num_parameters=f"{model.num_parameters():,}",
         reference_code=facts.get("reference_code", ""),
         results_table=[
-            {"split": "validation", "metric": label, "value": f"{value:.4f}"} for _, label, value in metrics
+            {"split": fields["split"], "metric": label, "value": f"{value:.4f}"}
+            for _, label, value in fields["metrics"]
         ],
-        data_description=f"{dataset_name} ({data.get('tokenizer')} tokens, validation = "
-        + (
-            f"the held-out file {Path(data['validation_file']).name})"
-            if data.get("validation_file")
-            else f"the last {data.get('val_fraction')} of the text)"
-            if data.get("corpus")
-            else "its validation split)"
-        ),
-        tokenizer_description=f"{data.get('tokenizer')}, {len(tokenizer)} entries",
         recipe=recipe,
         repo_id=repo_id,
-        prompt_literal=json.dumps(PROMPT)[1:-1],
-        # the snippets must run as written: prompt + new tokens stay within the model's positions
-        sample_tokens=min(
-            60, getattr(model.config, "max_position_embeddings", 10**9) - len(tokenizer(PROMPT)["input_ids"])
-        ),
         deviations=facts.get("deviations_from_reference", []),
         limitations=facts.get("limitations", []),
         citation=facts.get("citation", ""),
+        **{k: v for k, v in fields.items() if k not in ("metrics", "hub_dataset")},
     )
 
 
 def export(run_dir, out_dir, repo_id=None):
-    """Write a Hub-ready folder: weights (safetensors), shipped code, config with auto_map, tokenizer, generation
-    config, eval_results.json, training_curve.png and README.md (the card). Refuses a non-empty `out_dir`."""
+    """Write a Hub-ready folder: weights (safetensors), shipped code, config with auto_map, tokenizer and generation
+    config (text) or image processor (images), eval_results.json, training_curve.png and README.md (the card).
+    Refuses a non-empty `out_dir`."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"export folder {out_dir} is not empty; choose a new folder (nothing is overwritten)")
@@ -135,8 +198,14 @@ def export(run_dir, out_dir, repo_id=None):
     if not run_config_path.exists():
         raise ValueError(f"{run_dir} has no train_config.yaml: export takes a folder written by `hf-models train`")
     run_config = yaml.safe_load(run_config_path.read_text())
-    model = AutoModelForCausalLM.from_pretrained(source)
-    tokenizer = AutoTokenizer.from_pretrained(source if (source / "tokenizer.json").exists() else run_dir)
+    image = _is_image_model(AutoConfig.from_pretrained(source))
+    model = (AutoModelForImageClassification if image else AutoModelForCausalLM).from_pretrained(source)
+    if image:
+        preprocessor = AutoImageProcessor.from_pretrained(
+            source if (source / "preprocessor_config.json").exists() else run_dir
+        )
+    else:
+        preprocessor = AutoTokenizer.from_pretrained(source if (source / "tokenizer.json").exists() else run_dir)
     results_path = run_dir / "eval_results.json"
     if source != run_dir or not results_path.exists():
         from ..training.run import evaluate_folder  # a checkpoint: measure it now
@@ -151,20 +220,23 @@ def export(run_dir, out_dir, repo_id=None):
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    model.generation_config = GenerationConfig(
-        pad_token_id=tokenizer.pad_token_id,
-        max_length=getattr(model.config, "max_position_embeddings", None),
-        do_sample=True,
-        top_k=40,
-        temperature=0.8,
-    )
+    if not image:
+        model.generation_config = GenerationConfig(
+            pad_token_id=preprocessor.pad_token_id,
+            max_length=getattr(model.config, "max_position_embeddings", None),
+            do_sample=True,
+            top_k=40,
+            temperature=0.8,
+        )
     model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
+    preprocessor.save_pretrained(staging)
     (staging / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
     training_curve(log_history, staging / "training_curve.png")
     card_repo = repo_id or str(out_dir.resolve())
-    build_card(model, tokenizer, run_config, results, card_repo).save(staging / "README.md")
-    problems = audit_folder(staging, ("AutoModel", "AutoModelForCausalLM"))
+    build_card(model, preprocessor, run_config, results, card_repo).save(staging / "README.md")
+    problems = audit_folder(
+        staging, ("AutoModel", "AutoModelForImageClassification" if image else "AutoModelForCausalLM")
+    )
     if problems:
         shutil.rmtree(staging)
         raise ValueError("the export fails the remote-code audit:\n" + "\n".join(problems))

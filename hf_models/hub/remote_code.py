@@ -236,6 +236,47 @@ def run_isolated_pipeline(folder, prompt, max_new_tokens=200, seed=0, sample=Tru
         return info["text"], info["model_module"]
 
 
+_IMAGE_PIPELINE_CHILD = r"""
+import sys
+sys.modules["hf_models"] = None  # the package under test must not be importable here
+import json
+import transformers
+from PIL import Image
+
+folder, top_k, paths = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+classifier = transformers.pipeline("image-classification", model=folder, trust_remote_code=True)
+predictions = classifier([Image.open(path) for path in paths], top_k=top_k)
+print(json.dumps({"predictions": predictions, "model_module": type(classifier.model).__module__,
+                  "processor": type(classifier.image_processor).__name__}))
+"""
+
+
+def run_isolated_image_pipeline(folder, images, top_k=1, timeout=600):
+    """`pipeline("image-classification", model=folder, trust_remote_code=True)` on PIL `images` in a child process
+    without hf_models; returns `(predictions, info)`: per image a list of {label, score}, and the child's
+    `model_module` and image processor class name."""
+    folder = Path(folder).resolve()
+    with tempfile.TemporaryDirectory(prefix="hfm_isolated_") as tmp:
+        tmp = Path(tmp)
+        script = tmp / "child.py"
+        script.write_text(_IMAGE_PIPELINE_CHILD, encoding="utf-8")
+        paths = []
+        for i, image in enumerate(images):
+            paths.append(str(tmp / f"image_{i}.png"))
+            image.save(paths[-1])
+        (tmp / "cwd").mkdir()
+        command = [sys.executable, "-I", str(script), str(folder), str(top_k), *paths]
+        proc = subprocess.run(
+            command, cwd=tmp / "cwd", env=_isolated_env(tmp), capture_output=True, text=True, timeout=timeout
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"isolated image pipeline on {folder} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+            )
+        info = json.loads(proc.stdout.strip().splitlines()[-1])
+        return info.pop("predictions"), info
+
+
 def run_isolated(folder, auto_class, inputs, max_new_tokens=0, timeout=600):
     """Load `folder` with `transformers.<auto_class>.from_pretrained(..., trust_remote_code=True)` in a child process
     without hf_models, run it on `inputs` (a dict of tensors) and return `(outputs, info)`.

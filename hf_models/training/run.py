@@ -8,7 +8,14 @@ from pathlib import Path
 import torch
 import yaml
 from datasets import load_dataset
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Trainer, set_seed
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageClassification,
+    AutoTokenizer,
+    Trainer,
+    set_seed,
+)
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..data import bpe_tokenizer, char_tokenizer, gpt2_tokenizer, load_text_files, load_text_splits, pack_blocks
@@ -48,15 +55,18 @@ def build_tokenizer(data_args, splits, output_dir):
     return bpe_tokenizer(texts, data_args.bpe_vocab_size)
 
 
-def build_model(model_args, tokenizer, block_size):
+def load_model_config(model_args, **fields):
+    """The model config file with the run's overrides and `fields` applied, re-validated."""
     config = AutoConfig.from_pretrained(str(resolve_path(model_args.model_config)))
-    for key, value in json.loads(model_args.model_overrides).items():
-        if not hasattr(config, key):
+    for key, value in {**json.loads(model_args.model_overrides), **fields}.items():
+        if not hasattr(config, key) and key not in fields:
             raise ValueError(f"model override {key!r} is not a field of {type(config).__name__}")
         setattr(config, key, value)
-    config.vocab_size = len(tokenizer)
-    config.pad_token_id = tokenizer.pad_token_id
-    config = type(config)(**config.to_dict())  # re-validate after the overrides
+    return type(config)(**config.to_dict())
+
+
+def build_model(model_args, tokenizer, block_size):
+    config = load_model_config(model_args, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
     limit = getattr(config, "max_position_embeddings", None)
     if limit is not None and block_size > limit:
         raise ValueError(f"data.block_size={block_size} is longer than the model's max_position_embeddings={limit}")
@@ -70,14 +80,9 @@ def train(model_args, data_args, training_args, resume=False, callbacks=None):
     position, so the loss curve continues without a gap). A fresh run refuses a non-empty `output_dir`.
     """
     output_dir = Path(training_args.output_dir)
-    last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    if resume and last_checkpoint is None:
-        raise ValueError(f"--resume: no checkpoint-* folder in {output_dir} to resume from")
-    if not resume and output_dir.is_dir() and any(output_dir.iterdir()):
-        raise ValueError(
-            f"output_dir {output_dir} is not empty; pass --resume to continue its run or choose another --output_dir "
-            "(nothing already written is overwritten)"
-        )
+    last_checkpoint = _check_output_dir(output_dir, resume)
+    if data_args.image_dataset is not None:
+        return _train_image_classifier(model_args, data_args, training_args, resume, last_checkpoint, callbacks)
     splits = load_splits(data_args)
     tokenizer = build_tokenizer(data_args, splits, output_dir)
     workers = data_args.preprocessing_num_workers
@@ -114,6 +119,130 @@ def train(model_args, data_args, training_args, resume=False, callbacks=None):
     results["world_size"] = training_args.world_size
     results["precision"] = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "no"
     (output_dir / EVAL_RESULTS_NAME).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _check_output_dir(output_dir, resume):
+    """The newest checkpoint to resume from; a fresh run refuses a non-empty folder (nothing is overwritten)."""
+    last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if resume and last_checkpoint is None:
+        raise ValueError(f"--resume: no checkpoint-* folder in {output_dir} to resume from")
+    if not resume and output_dir.is_dir() and any(output_dir.iterdir()):
+        raise ValueError(
+            f"output_dir {output_dir} is not empty; pass --resume to continue its run or choose another --output_dir "
+            "(nothing already written is overwritten)"
+        )
+    return last_checkpoint
+
+
+def image_transform(processor):
+    """A `datasets.with_transform` function: PIL images -> `pixel_values` through the image processor, labels."""
+
+    def transform(batch):
+        pixel_values = processor(images=batch["image"], return_tensors="pt")["pixel_values"]
+        return {"pixel_values": pixel_values, "labels": torch.tensor(batch["label"])}
+
+    return transform
+
+
+def accuracy_metrics():
+    """`compute_metrics` for Trainer: accuracy through `evaluate` (a local metric module, works offline)."""
+    from ..metrics import load_metric
+
+    metric = load_metric("accuracy")
+
+    def compute(prediction):
+        predictions = prediction.predictions
+        predictions = predictions[0] if isinstance(predictions, tuple) else predictions
+        return metric.compute(predictions=predictions.argmax(-1), references=prediction.label_ids)
+
+    return compute
+
+
+def _train_image_classifier(model_args, data_args, training_args, resume, last_checkpoint, callbacks):
+    """Image classification: a `DatasetDict` of {image, label} (MNIST IDX files or a Hub dataset), the model's
+    image processor applied on the fly, accuracy per evaluation through `evaluate`; writes eval_results.json."""
+    from ..data import image_processor_for, load_mnist
+
+    output_dir = Path(training_args.output_dir)
+    splits = load_mnist(resolve_path(data_args.image_dataset))
+    if data_args.eval_split not in splits:
+        raise ValueError(f"data.eval_split={data_args.eval_split!r} is not a split of {list(splits)}")
+    names = splits["train"].features["label"].names
+    set_seed(training_args.seed)
+    config = load_model_config(
+        model_args,
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )
+    model = AutoModelForImageClassification.from_config(config)
+    processor = image_processor_for(config)
+    transform = image_transform(processor)
+    evaluated = splits[data_args.eval_split]
+    if data_args.max_eval_samples and data_args.max_eval_samples < len(evaluated):
+        evaluated = evaluated.select(range(data_args.max_eval_samples))
+    train_split, eval_split = splits["train"].with_transform(transform), evaluated.with_transform(transform)
+    training_args.remove_unused_columns = False  # the transform needs the raw image/label columns
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if training_args.process_index == 0:
+        processor.save_pretrained(output_dir)
+        resolved = resolved_config(model_args, data_args, training_args)
+        (output_dir / RUN_CONFIG_NAME).write_text(yaml.safe_dump(resolved, sort_keys=False))
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_split,
+        eval_dataset=eval_split,
+        processing_class=processor,
+        compute_metrics=accuracy_metrics(),
+        callbacks=callbacks,
+    )
+    trainer.train(resume_from_checkpoint=last_checkpoint if resume else None)
+    trainer.save_model(str(output_dir))
+    trainer.save_state()
+    results = trainer.evaluate(eval_split)
+    if not trainer.is_world_process_zero():
+        return None
+    results = {key: float(value) for key, value in results.items()}
+    results.update(
+        global_step=trainer.state.global_step,
+        eval_split=data_args.eval_split,
+        eval_examples=len(eval_split),
+        world_size=training_args.world_size,
+        precision="bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "no",
+    )
+    (output_dir / EVAL_RESULTS_NAME).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+@torch.no_grad()
+def evaluate_image_folder(folder, data, batch_size=256):
+    """Accuracy (through `evaluate`) and mean cross-entropy of an image classifier folder on the run's eval split."""
+    from transformers import AutoImageProcessor
+
+    from ..data import load_mnist
+
+    split_name = data.get("eval_split", "test")
+    split = load_mnist(resolve_path(data["image_dataset"]))[split_name]
+    if data.get("max_eval_samples") and data["max_eval_samples"] < len(split):
+        split = split.select(range(data["max_eval_samples"]))
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    transform = image_transform(AutoImageProcessor.from_pretrained(folder))
+    metric = accuracy_metrics()
+    logits, labels = [], []
+    for start in range(0, len(split), batch_size):
+        batch = transform(split[start : start + batch_size])
+        logits.append(model(pixel_values=batch["pixel_values"]).logits.float())
+        labels.append(batch["labels"])
+    logits, labels = torch.cat(logits), torch.cat(labels)
+    prediction = type("Prediction", (), {"predictions": logits.numpy(), "label_ids": labels.numpy()})
+    results = {f"eval_{k}": v for k, v in metric(prediction).items()}
+    results.update(
+        eval_loss=float(torch.nn.functional.cross_entropy(logits, labels)),
+        eval_split=split_name,
+        eval_examples=len(split),
+    )
     return results
 
 
@@ -155,6 +284,13 @@ def evaluate_folder(folder, corpus=None, block_size=None, batch_size=16, run_dir
     folder = Path(folder)
     run_config = Path(run_dir or folder) / RUN_CONFIG_NAME
     data = yaml.safe_load(run_config.read_text())["data"] if run_config.exists() else {}
+    if data.get("image_dataset"):
+        results = evaluate_image_folder(folder, data, batch_size=max(batch_size, 256))
+        if write:
+            path = folder / EVAL_RESULTS_NAME
+            previous = json.loads(path.read_text()) if path.exists() else {}
+            path.write_text(json.dumps({**previous, **results}, indent=2) + "\n")
+        return results
     held_out = corpus if corpus is not None else data.get("validation_file")
     if held_out is not None:  # an explicit held-out file is evaluated whole
         text = load_dataset("text", data_files=str(resolve_path(held_out)), sample_by="document", split="train")

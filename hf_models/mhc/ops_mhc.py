@@ -1,0 +1,212 @@
+"""Hyper-connection math for mHC (arXiv 2512.24880) and HC (arXiv 2409.19606): the coefficients and the stream mixing.
+
+`naive_*` functions are the readable references (loops, one equation per line); the functions without the prefix are
+the ones the models run, tested against them on outputs and gradients.
+
+Dimension letters: ... any leading dims (batch, tokens), n streams, C stream width, K = 2n + n^2 coefficients.
+Convention: streams x (..., n, C); H_pre (..., n); H_post (..., n); H_res (..., n, n) with
+    layer input   h        = sum_i H_pre[i] x_i
+    next streams  x'_i     = sum_j H_res[i, j] x_j + H_post[i] F(h)
+"""
+
+import torch
+from torch.nn import functional as F
+
+
+def naive_sinkhorn_knopp(logits, iterations):
+    """Sinkhorn-Knopp projection of exp(logits) (..., n, n) onto the doubly-stochastic matrices, entry by entry.
+
+    M^(0) = exp(H~); then `iterations` times: divide every column by its sum, then every row by its sum.
+    """
+    flat = logits.reshape(-1, logits.shape[-2], logits.shape[-1])
+    out = []
+    for matrix in flat:
+        n = matrix.shape[0]
+        m = [[torch.exp(matrix[i, j]) for j in range(n)] for i in range(n)]
+        for _ in range(iterations):
+            columns = [sum(m[i][j] for i in range(n)) for j in range(n)]
+            m = [[m[i][j] / columns[j] for j in range(n)] for i in range(n)]
+            rows = [sum(m[i][j] for j in range(n)) for i in range(n)]
+            m = [[m[i][j] / rows[i] for j in range(n)] for i in range(n)]
+        out.append(torch.stack([torch.stack(row) for row in m]))
+    return torch.stack(out).reshape(logits.shape)
+
+
+class _SinkhornKnopp(torch.autograd.Function):
+    """Sinkhorn-Knopp with a hand-written backward. The forward keeps only the final matrix and the 2 t_max
+    normalising sums (vectors); the backward walks the iterations in reverse, rebuilding each intermediate matrix
+    from the next one and its sum (x = y * s), with the gradient of y = x / sum(x) being (g - sum(g y)) / sum(x).
+    Autograd through the loop would keep 2 t_max full matrices and run twice the number of small kernels."""
+
+    @staticmethod
+    def forward(ctx, logits, iterations):
+        tiny = torch.finfo(logits.dtype).tiny
+        m = torch.exp(logits - logits.amax(dim=(-2, -1), keepdim=True))
+        sums = []
+        for _ in range(iterations):
+            column = m.sum(dim=-2, keepdim=True).clamp_min_(tiny)
+            m = m / column
+            row = m.sum(dim=-1, keepdim=True).clamp_min_(tiny)
+            m.div_(row)
+            sums += [column, row]
+        ctx.save_for_backward(m, *sums)
+        return m
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, *sums = ctx.saved_tensors
+        for index in range(len(sums) - 1, -1, -2):
+            column, row = sums[index - 1], sums[index]
+            grad = (grad - (grad * y).sum(dim=-1, keepdim=True)) / row  # through y = a / rowsum(a)
+            y = y * row  # a
+            grad = (grad - (grad * y).sum(dim=-2, keepdim=True)) / column  # through a = m / colsum(m)
+            y = y * column  # m of the previous iteration
+        return grad * y, None  # y is now exp(logits - max); the shift cancels in the normalisations
+
+
+def sinkhorn_knopp(logits, iterations):
+    """`naive_sinkhorn_knopp`, vectorised, with a memory-lean hand-written backward. The per-matrix maximum is
+    subtracted before exp (Sinkhorn is invariant to scaling the matrix) so large logits cannot overflow; a floor on
+    the sums keeps an underflowed column finite."""
+    return _SinkhornKnopp.apply(logits, iterations)
+
+
+def naive_mhc_coefficients(streams, phi, bias, gate, iterations, eps, dynamic=True):
+    """mHC coefficients, as the paper writes them.
+
+    x' = RMSNorm(vec(x)) (1 x nC, no affine weight)
+    H~_pre = alpha_pre (x' phi_pre) + b_pre,  H~_post = alpha_post (x' phi_post) + b_post,
+    H~_res = alpha_res mat(x' phi_res) + b_res
+    H_pre = sigmoid(H~_pre),  H_post = 2 sigmoid(H~_post),  H_res = Sinkhorn-Knopp(exp(H~_res))
+
+    Args: streams (..., n, C); phi (K, nC) (None when not `dynamic`); bias (K,); gate (3,) = alpha_pre, alpha_post,
+    alpha_res (None when not `dynamic`). Returns H_pre (..., n), H_post (..., n), H_res (..., n, n).
+    """
+    n = streams.shape[-2]
+    b_pre, b_post, b_res = bias[:n], bias[n : 2 * n], bias[2 * n :].reshape(n, n)
+    if dynamic:
+        x = streams.flatten(-2)  # (..., nC)
+        x_normed = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        projected = x_normed @ phi.T  # (..., K)
+        pre_raw, post_raw = projected[..., :n], projected[..., n : 2 * n]
+        res_raw = projected[..., 2 * n :].reshape(*projected.shape[:-1], n, n)
+        pre_tilde = gate[0] * pre_raw + b_pre
+        post_tilde = gate[1] * post_raw + b_post
+        res_tilde = gate[2] * res_raw + b_res
+    else:
+        lead = streams.shape[:-2]
+        pre_tilde, post_tilde, res_tilde = b_pre.expand(*lead, n), b_post.expand(*lead, n), b_res.expand(*lead, n, n)
+    return torch.sigmoid(pre_tilde), 2 * torch.sigmoid(post_tilde), naive_sinkhorn_knopp(res_tilde, iterations)
+
+
+def mhc_coefficients(streams, phi, bias, gate, iterations, eps, dynamic=True):
+    """`naive_mhc_coefficients` with one fused projection: the RMSNorm is a per-token scalar, so it is applied after
+    the (..., nC) x (nC, K) matmul instead of to the wide input, and the three gates scale the K outputs at once."""
+    n = streams.shape[-2]
+    if dynamic:
+        x = streams.flatten(-2).float()  # the coefficients are computed in float32 (under autocast too)
+        inv_rms = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        gates = torch.cat([gate[0].expand(n), gate[1].expand(n), gate[2].expand(n * n)]).float()
+        tilde = (x @ phi.float().T) * inv_rms * gates + bias.float()  # (..., K)
+    else:
+        tilde = bias.float().expand(*streams.shape[:-2], bias.shape[0])
+    pre = torch.sigmoid(tilde[..., :n])
+    post = 2 * torch.sigmoid(tilde[..., n : 2 * n])
+    res = sinkhorn_knopp(tilde[..., 2 * n :].unflatten(-1, (n, n)), iterations)
+    return pre, post, res
+
+
+def hc_coefficients(streams, phi, bias, gate, eps, dynamic=True):
+    """Original Hyper-Connections (arXiv 2409.19606), unconstrained, for ablation.
+
+    Each stream is RMS-normalised on its own (x_bar_i); one projection W (2 + n, C) gives per stream i the dynamic
+    parts tanh(x_bar_i W): H_pre[i] = b_pre[i] + alpha_pre t_i0, H_post[i] = b_post[i] + alpha_post t_i1,
+    H_res[i, :] = b_res[i, :] + alpha_res t_i2..
+    Args as `mhc_coefficients` with phi (2 + n, C).
+    """
+    n = streams.shape[-2]
+    b_pre, b_post, b_res = bias[:n], bias[n : 2 * n], bias[2 * n :].reshape(n, n)
+    if not dynamic:
+        lead = streams.shape[:-2]
+        return b_pre.expand(*lead, n), b_post.expand(*lead, n), b_res.expand(*lead, n, n)
+    x = streams.float()
+    x_bar = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    t = torch.tanh(x_bar @ phi.float().T)  # (..., n, 2 + n)
+    pre = b_pre + gate[0] * t[..., 0]
+    post = b_post + gate[1] * t[..., 1]
+    res = b_res + gate[2] * t[..., 2:]
+    return pre, post, res
+
+
+def naive_collapse(streams, pre):
+    """h = sum_i H_pre[i] x_i: (..., n, C), (..., n) -> (..., C)."""
+    return sum(pre[..., i, None] * streams[..., i, :] for i in range(streams.shape[-2]))
+
+
+def collapse(streams, pre):
+    """`naive_collapse` as one batched matmul: (..., 1, n) @ (..., n, C)."""
+    return (pre.unsqueeze(-2).to(streams.dtype) @ streams).squeeze(-2)
+
+
+def naive_expand(streams, res, post, output):
+    """x'_i = sum_j H_res[i, j] x_j + H_post[i] F(h): streams (..., n, C), res (..., n, n), post (..., n),
+    output F(h) (..., C) -> (..., n, C)."""
+    n = streams.shape[-2]
+    rows = []
+    for i in range(n):
+        mixed = sum(res[..., i, j, None] * streams[..., j, :] for j in range(n))
+        rows.append(mixed + post[..., i, None] * output)
+    return torch.stack(rows, dim=-2)
+
+
+def expand(streams, res, post, output):
+    """`naive_expand` as a batched matmul plus an outer product."""
+    dtype = streams.dtype
+    return torch.baddbmm(
+        post.to(dtype).reshape(-1, post.shape[-1], 1) * output.reshape(-1, 1, output.shape[-1]),
+        res.to(dtype).reshape(-1, *res.shape[-2:]),
+        streams.reshape(-1, *streams.shape[-2:]),
+    ).reshape(streams.shape)
+
+
+def composite_gain(residual_matrices):
+    """Gain of the composite residual mixing over all layers: for each token, the product
+    H_res^(L) ... H_res^(1) of the per-layer matrices (each (..., n, n)), then its largest absolute row sum
+    (the infinity norm, the most any stream can be amplified). Returns (...,)."""
+    product = None
+    for matrix in residual_matrices:
+        product = matrix if product is None else matrix @ product
+    return product.abs().sum(-1).amax(-1)
+
+
+def drop_path(output, probability, training):
+    """Stochastic depth: zero `output` (B, ...) for a random subset of samples, scale the rest by 1/(1 - p)."""
+    if probability == 0.0 or not training:
+        return output
+    keep = output.new_empty((output.shape[0],) + (1,) * (output.dim() - 1)).bernoulli_(1 - probability)
+    return output * keep / (1 - probability)
+
+
+def sinusoidal_code(positions, dim):
+    """The original's fixed sinusoidal code: (...,) float positions -> (..., dim), sin on even, cos on odd channels,
+    frequencies 10000^(-2i/dim)."""
+    frequencies = torch.exp(
+        torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) * (-torch.log(torch.tensor(1e4)) / dim)
+    )
+    angles = positions.float().unsqueeze(-1) * frequencies
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+
+
+def masked_average_pool(tokens, kept, grid, pool):
+    """Average-pool patch tokens over a (grid x grid) patch grid to (pool x pool) cells, counting only kept patches.
+
+    tokens (B, L_keep, C) at patch indices `kept` (B, L_keep) (row-major in the grid) -> (B, C, pool, pool).
+    A cell whose patches were all dropped pools to 0.
+    """
+    batch, _, channels = tokens.shape
+    full = tokens.new_zeros(batch, grid * grid, channels)
+    full = full.scatter(1, kept.unsqueeze(-1).expand(-1, -1, channels), tokens)
+    count = tokens.new_zeros(batch, grid * grid, 1).scatter(1, kept.unsqueeze(-1), 1.0)
+    full = full.transpose(1, 2).reshape(batch, channels, grid, grid)
+    count = count.transpose(1, 2).reshape(batch, 1, grid, grid)
+    return F.adaptive_avg_pool2d(full, pool) / F.adaptive_avg_pool2d(count, pool).clamp_min(1e-6)

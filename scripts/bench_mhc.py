@@ -1,0 +1,204 @@
+"""mHC benchmarks: the training-step overhead of n = 4 streams over a plain residual (n = 1), the original MNIST recipe,
+and tinyshakespeare at the baby-GPT step budget of the NGT / stock-Llama comparison.
+
+- overhead: `MhcForCausalLM` at the text config (configs/models/mhc/small.json: 4 layers, 128 wide, block 256,
+  batch 16), same process, same batches, AdamW steps; tokens/s is the best of 3 rounds, the variants alternating
+  round by round so they see the same machine load. Variants: mHC n = 4 (the default), n = 1 (a plain pre-norm
+  residual transformer with the same weights otherwise), and HC n = 4 (unconstrained, for reference).
+- text: `hf-models train configs/train/mhc_tinyshakespeare_baby.yaml` (nanoGPT's baby-GPT recipe, 2000 steps),
+  next to the numbers in benchmarks/ngt_baseline.json for NGT and the stock Llama on the same recipe.
+- mnist: `hf-models train configs/train/mhc_mnist_small.yaml` (the original recipe: dim 96, 6 layers, 4 heads,
+  rate 2, 5 epochs of AdamW 3e-4, batch 128), test accuracy per epoch and the wall-clock it took.
+
+    python scripts/bench_mhc.py                            # all three; writes benchmarks/mhc.json and .md
+    python scripts/bench_mhc.py --sections overhead        # only the step overhead (a minute or two)
+"""
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import TrainerCallback
+
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from hf_models import MhcConfig, MhcForCausalLM  # noqa: E402
+from hf_models.training.arguments import parse_train_args  # noqa: E402
+from hf_models.training.run import train  # noqa: E402
+
+
+VARIANTS = {
+    "mhc_n4": {},
+    "plain_n1": {"expansion_rate": 1},
+    "hc_n4": {"hyper_connection_type": "hc"},
+}
+
+
+def bench_overhead(steps, batch, seq, rounds=3):
+    base = MhcConfig.from_pretrained(str(ROOT / "configs" / "models" / "mhc" / "small.json")).to_dict()
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.randint(1, base["vocab_size"], (batch, seq), generator=generator) for _ in range(steps)]
+    models, optimizers, seconds = {}, {}, {}
+    for name, overrides in VARIANTS.items():
+        torch.manual_seed(0)
+        models[name] = MhcForCausalLM(MhcConfig(**{**base, **overrides, "max_position_embeddings": seq})).train()
+        optimizers[name] = torch.optim.AdamW(models[name].parameters(), lr=1e-4)
+        seconds[name] = []
+        for ids in batches[:2]:  # warmup (allocator, optimizer state)
+            _step(models[name], optimizers[name], ids)
+    for _ in range(rounds):
+        for name in VARIANTS:
+            start = time.perf_counter()
+            for ids in batches:
+                _step(models[name], optimizers[name], ids)
+            seconds[name].append(time.perf_counter() - start)
+    result = {}
+    for name in VARIANTS:
+        best = min(seconds[name])
+        result[name] = {
+            "parameters": models[name].num_parameters(),
+            "tokens_per_second": round(steps * batch * seq / best, 1),
+            "step_ms": round(1000 * best / steps, 2),
+        }
+    plain = result["plain_n1"]["step_ms"]
+    for name in VARIANTS:
+        result[name]["step_time_over_plain"] = round(result[name]["step_ms"] / plain, 4)
+    return {"steps": steps, "batch": batch, "seq": seq, "rounds": rounds, "variants": result}
+
+
+def _step(model, optimizer, ids):
+    model(input_ids=ids, labels=ids).loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+class _Clock(TrainerCallback):
+    def __init__(self):
+        self.start, self.evaluations = None, []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        entry = {"step": state.global_step, "epoch": round(state.epoch or 0, 3),
+                 "seconds": round(time.perf_counter() - self.start, 1)}  # fmt: skip
+        entry.update({k: round(v, 5) for k, v in metrics.items() if k in ("eval_loss", "eval_accuracy")})
+        self.evaluations.append(entry)
+
+
+def _run(config, workdir, extra=()):
+    model_args, data_args, training_args = parse_train_args(
+        ROOT / config, ["--output_dir", str(workdir), "--report_to", "none", "--disable_tqdm", "true", *extra]
+    )
+    clock = _Clock()
+    start = time.perf_counter()
+    results = train(model_args, data_args, training_args, callbacks=[clock])
+    return results, clock.evaluations, time.perf_counter() - start
+
+
+def bench_text(workdir):
+    results, curve, seconds = _run("configs/train/mhc_tinyshakespeare_baby.yaml", workdir / "text")
+    reference = ROOT / "benchmarks" / "ngt_baseline.json"
+    others = {}
+    if reference.exists():
+        same = json.loads(reference.read_text())["same_steps"]
+        others = {name: {"val_loss": row["val_loss"], "steps": row["steps"]} for name, row in same.items()}
+    return {"val_loss": round(results["eval_loss"], 4), "steps": results["global_step"],
+            "wall_seconds": round(seconds, 1), "curve": curve, "same_recipe": others}  # fmt: skip
+
+
+def bench_mnist(workdir, epochs):
+    extra = ["--num_train_epochs", str(epochs)] if epochs else []
+    results, curve, seconds = _run("configs/train/mhc_mnist_small.yaml", workdir / "mnist", extra)
+    return {"test_accuracy": round(results["eval_accuracy"], 5), "test_loss": round(results["eval_loss"], 5),
+            "steps": results["global_step"], "wall_seconds": round(seconds, 1), "per_epoch": curve}  # fmt: skip
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", default="overhead,text,mnist")
+    parser.add_argument("--overhead-steps", type=int, default=10)
+    parser.add_argument("--mnist-epochs", type=float, default=None, help="default: the recipe's 5")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "mhc"))
+    args = parser.parse_args(argv)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(sections) - {"overhead", "text", "mnist"}
+    if unknown:
+        raise SystemExit(f"--sections: unknown {sorted(unknown)}")
+    out = Path(args.out)
+    report = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
+    report["environment"] = {
+        "torch": torch.__version__, "transformers": transformers.__version__, "machine": platform.machine(),
+        "threads": torch.get_num_threads(), "precision": "fp32",
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        if "overhead" in sections:
+            report["overhead"] = bench_overhead(args.overhead_steps, batch=16, seq=256)
+            print(json.dumps(report["overhead"], indent=2), flush=True)
+        if "text" in sections:
+            report["text"] = bench_text(Path(tmp))
+            print(json.dumps({k: v for k, v in report["text"].items() if k != "curve"}, indent=2), flush=True)
+        if "mnist" in sections:
+            report["mnist"] = bench_mnist(Path(tmp), args.mnist_epochs)
+            print(json.dumps(report["mnist"], indent=2), flush=True)
+    report["command"] = "python scripts/bench_mhc.py"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(render_markdown(report))
+
+
+def render_markdown(report):
+    env = report["environment"]
+    lines = [
+        "# mHC benchmarks",
+        "",
+        f"torch {env['torch']}, transformers {env['transformers']}, {env['machine']}, {env['threads']} threads, "
+        f"{env['precision']}. Command: `{report['command']}` (each section can be rerun alone with `--sections`).",
+    ]
+    if "overhead" in report:
+        o = report["overhead"]
+        lines += [
+            "",
+            "## Training-step overhead (text config: 4 layers, 128 wide)",
+            "",
+            f"AdamW steps on batch {o['batch']} x {o['seq']} tokens, best of {o['rounds']} rounds of {o['steps']} "
+            "steps, variants alternating round by round.",
+            "",
+            "| variant | parameters | tokens/s | ms/step | step time / plain n=1 |",
+            "|---|---|---|---|---|",
+        ]
+        for name, row in o["variants"].items():
+            lines.append(
+                f"| {name} | {row['parameters']:,} | {row['tokens_per_second']:.0f} | {row['step_ms']:.1f} | "
+                f"{row['step_time_over_plain']:.3f} |"
+            )
+    if "text" in report:
+        t = report["text"]
+        lines += ["", "## tinyshakespeare (characters), nanoGPT's baby-GPT recipe", "",
+                  "| model | steps | val loss |", "|---|---|---|",
+                  f"| mHC n=4 | {t['steps']} | {t['val_loss']:.3f} |"]  # fmt: skip
+        lines += [f"| {name} | {row['steps']} | {row['val_loss']:.3f} |" for name, row in t["same_recipe"].items()]
+        lines += ["", f"mHC wall-clock (training and evaluations): {t['wall_seconds']:.0f} s."]
+    if "mnist" in report:
+        m = report["mnist"]
+        lines += ["", "## MNIST, the original recipe", "",
+                  f"Test accuracy {m['test_accuracy']:.4f} (loss {m['test_loss']:.4f}) after {m['steps']} steps; "
+                  f"wall-clock {m['wall_seconds'] / 60:.1f} min.", "",
+                  "| epoch | step | seconds | test accuracy | test loss |", "|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"| {e['epoch']} | {e['step']} | {e['seconds']} | {e.get('eval_accuracy', float('nan')):.4f} | "
+            f"{e.get('eval_loss', float('nan')):.4f} |"
+            for e in m["per_epoch"]
+        ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""mHC through the shared pipeline: the text LM and the MNIST image classifier train with `hf-models train`,
+evaluate, export with a generated card, and load through remote code in a process without hf_models."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from huggingface_hub import ModelCard
+
+from hf_models.cli import main
+from hf_models.data import load_mnist
+from hf_models.hub import audit_folder, run_isolated_image_pipeline, run_isolated_pipeline
+
+
+@pytest.fixture(scope="module")
+def mnist(shared_data_module):
+    return load_mnist(shared_data_module / "mnist")
+
+
+@pytest.fixture(scope="module")
+def shared_data_module():
+    from conftest import SHARED_DATA
+
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"the shared corpora are expected at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def test_mnist_loads_from_the_idx_files(mnist):
+    assert {name: len(split) for name, split in mnist.items()} == {"train": 60000, "test": 10000}
+    assert mnist["train"].features["label"].names == [str(d) for d in range(10)]
+    first = mnist["test"][0]
+    assert first["image"].size == (28, 28) and first["image"].mode == "L"
+    assert first["label"] == 7 and mnist["train"][0]["label"] == 5  # the well-known first digits of each split
+    counts = np.bincount(mnist["test"]["label"], minlength=10)
+    assert counts.min() > 850 and counts.sum() == 10000
+
+
+def test_mnist_source_errors(tmp_path):
+    with pytest.raises(ValueError, match="lacks"):
+        load_mnist(tmp_path)
+    with pytest.raises(ValueError, match="neither a folder"):
+        load_mnist("no-such-folder")
+
+
+def _snippets_run(folder, tmp_path):
+    snippets = re.findall(r"```python\n(.*?)```", (folder / "README.md").read_text(), flags=re.S)
+    assert len(snippets) == 2
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    for snippet in snippets:
+        code = 'import sys; sys.modules["hf_models"] = None\n' + snippet
+        result = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                                text=True, timeout=600)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_image_classifier_trains_evaluates_exports_and_classifies_without_hf_models(tmp_path, mnist):
+    run, out = tmp_path / "run", tmp_path / "export"
+    assert main(["train", "configs/train/mhc_mnist_tiny.yaml", "--output_dir", str(run)]) == 0
+    results = json.loads((run / "eval_results.json").read_text())
+    assert results["global_step"] == 6 and results["eval_examples"] == 1000 and 0 <= results["eval_accuracy"] <= 1
+    (run / "eval_results.json").unlink()
+    assert main(["evaluate", str(run)]) == 0
+    again = json.loads((run / "eval_results.json").read_text())
+    assert abs(again["eval_accuracy"] - results["eval_accuracy"]) < 1e-9
+
+    assert main(["export", str(run), str(out)]) == 0
+    assert (out / "preprocessor_config.json").exists() and not (out / "tokenizer.json").exists()
+    assert not audit_folder(out, ("AutoModel", "AutoModelForImageClassification"))
+    card = ModelCard.load(out / "README.md")
+    assert card.data.pipeline_tag == "image-classification" and "mhc" in card.data.tags
+    parsed = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert parsed["accuracy"] == round(again["eval_accuracy"], 4)
+
+    images = [mnist["test"][i]["image"] for i in range(4)]
+    predictions, info = run_isolated_image_pipeline(out, images, top_k=2)
+    assert info["model_module"].startswith("transformers_modules") and info["processor"].startswith("ViTImage")
+    assert len(predictions) == 4 and all(len(p) == 2 for p in predictions)
+    assert all(p[0]["label"] in [str(d) for d in range(10)] for p in predictions)
+    _snippets_run(out, tmp_path)
+
+
+def test_text_lm_trains_exports_and_generates_without_hf_models(tmp_path, shared_data_module):
+    run, out = tmp_path / "run", tmp_path / "export"
+    assert main(["train", "configs/train/mhc_tinyshakespeare_tiny.yaml", "--output_dir", str(run),
+                 "--max_steps", "4", "--max_eval_blocks", "8"]) == 0  # fmt: skip
+    assert main(["export", str(run), str(out)]) == 0
+    card = ModelCard.load(out / "README.md")
+    assert card.data.pipeline_tag == "text-generation"
+    text, module = run_isolated_pipeline(out, "ROMEO:\n", max_new_tokens=20, seed=0)
+    assert module.startswith("transformers_modules") and text.startswith("ROMEO:\n") and len(text) == 27
+    _snippets_run(out, tmp_path)
+
+
+def test_one_channel_model_reads_gray_and_rgb_alike(mnist):
+    """Pipelines load every image as RGB: the processor converts, and a one-channel model reads the channel mean,
+    so a gray digit gives the same logits as the same digit converted to RGB."""
+    import torch
+
+    from hf_models import MhcConfig, MhcForImageClassification
+    from hf_models.data import image_processor_for
+
+    config = MhcConfig.from_pretrained("configs/models/mhc/tiny_image.json")
+    model = MhcForImageClassification(config).eval()
+    processor = image_processor_for(config)
+    gray = mnist["test"][0]["image"]
+    with torch.no_grad():
+        from_gray = model(**processor(images=gray, return_tensors="pt")).logits
+        from_rgb = model(**processor(images=gray.convert("RGB"), return_tensors="pt")).logits
+        one_channel = processor(images=gray, return_tensors="pt")["pixel_values"][:, :1]
+        direct = model(pixel_values=one_channel).logits
+    torch.testing.assert_close(from_gray, from_rgb, rtol=0, atol=0)
+    torch.testing.assert_close(from_gray, direct, rtol=1e-6, atol=1e-6)
