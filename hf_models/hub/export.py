@@ -52,7 +52,8 @@ def training_curve(log_history, path):
     axis.set_xlabel("step")
     axis.set_ylabel("loss (nats/token)")
     axis.grid(alpha=0.3)
-    axis.legend()
+    if train or evals:
+        axis.legend()
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
