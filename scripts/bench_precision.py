@@ -69,7 +69,7 @@ def run(model, state, batches, device, bf16, warmup):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(loss.item())
     if device == "cuda":
         torch.cuda.synchronize()
     timed = len(batches) - warmup
