@@ -206,33 +206,28 @@ def _isolated_env(tmp):
     return env
 
 
+def _run_child(tmp, source, args, what, timeout):
+    """Run `source` as a script with `python -I` in the isolated environment of `tmp` (another working directory,
+    offline, a fresh modules cache); returns the JSON object it prints last."""
+    script = tmp / "child.py"
+    script.write_text(source, encoding="utf-8")
+    cwd = tmp / "cwd"
+    cwd.mkdir(exist_ok=True)
+    command = [sys.executable, "-I", str(script), *map(str, args)]
+    proc = subprocess.run(command, cwd=cwd, env=_isolated_env(tmp), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def run_isolated_pipeline(folder, prompt, max_new_tokens=200, seed=0, sample=True, timeout=600):
     """`pipeline("text-generation", model=folder, trust_remote_code=True)` in a child process without hf_models;
     returns `(generated_text, model_module)`."""
     folder = Path(folder).resolve()
     with tempfile.TemporaryDirectory(prefix="hfm_isolated_") as tmp:
         tmp = Path(tmp)
-        script = tmp / "child.py"
-        script.write_text(_PIPELINE_CHILD, encoding="utf-8")
-        (tmp / "cwd").mkdir()
-        command = [
-            sys.executable,
-            "-I",
-            str(script),
-            str(folder),
-            prompt,
-            str(max_new_tokens),
-            str(seed),
-            "1" if sample else "0",
-        ]
-        proc = subprocess.run(
-            command, cwd=tmp / "cwd", env=_isolated_env(tmp), capture_output=True, text=True, timeout=timeout
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"isolated pipeline on {folder} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
-            )
-        info = json.loads(proc.stdout.strip().splitlines()[-1])
+        args = [folder, prompt, max_new_tokens, seed, "1" if sample else "0"]
+        info = _run_child(tmp, _PIPELINE_CHILD, args, f"isolated pipeline on {folder}", timeout)
         return info["text"], info["model_module"]
 
 
@@ -258,22 +253,13 @@ def run_isolated_image_pipeline(folder, images, top_k=1, timeout=600):
     folder = Path(folder).resolve()
     with tempfile.TemporaryDirectory(prefix="hfm_isolated_") as tmp:
         tmp = Path(tmp)
-        script = tmp / "child.py"
-        script.write_text(_IMAGE_PIPELINE_CHILD, encoding="utf-8")
         paths = []
         for i, image in enumerate(images):
-            paths.append(str(tmp / f"image_{i}.png"))
+            paths.append(tmp / f"image_{i}.png")
             image.save(paths[-1])
-        (tmp / "cwd").mkdir()
-        command = [sys.executable, "-I", str(script), str(folder), str(top_k), *paths]
-        proc = subprocess.run(
-            command, cwd=tmp / "cwd", env=_isolated_env(tmp), capture_output=True, text=True, timeout=timeout
+        info = _run_child(
+            tmp, _IMAGE_PIPELINE_CHILD, [folder, top_k, *paths], f"isolated image pipeline on {folder}", timeout
         )
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"isolated image pipeline on {folder} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
-            )
-        info = json.loads(proc.stdout.strip().splitlines()[-1])
         return info.pop("predictions"), info
 
 
@@ -287,16 +273,8 @@ def run_isolated(folder, auto_class, inputs, max_new_tokens=0, timeout=600):
     folder = Path(folder).resolve()
     with tempfile.TemporaryDirectory(prefix="hfm_isolated_") as tmp:
         tmp = Path(tmp)
-        script, inputs_path, out_path = tmp / "child.py", tmp / "inputs.safetensors", tmp / "outputs.safetensors"
-        script.write_text(_CHILD, encoding="utf-8")
+        inputs_path, out_path = tmp / "inputs.safetensors", tmp / "outputs.safetensors"
         save_file({k: v.contiguous() for k, v in inputs.items()}, str(inputs_path))
-        env = _isolated_env(tmp)
-        cwd = tmp / "cwd"
-        cwd.mkdir()
-        command = [sys.executable, "-I", str(script), str(folder), auto_class, str(inputs_path), str(out_path),
-                   str(torch.get_num_threads()), str(max_new_tokens)]  # fmt: skip
-        proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise RuntimeError(f"isolated load of {folder} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-        info = json.loads(proc.stdout.strip().splitlines()[-1])
+        args = [folder, auto_class, inputs_path, out_path, torch.get_num_threads(), max_new_tokens]
+        info = _run_child(tmp, _CHILD, args, f"isolated load of {folder}", timeout)
         return load_file(str(out_path)), info

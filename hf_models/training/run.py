@@ -94,11 +94,7 @@ def train(model_args, data_args, training_args, resume=False, callbacks=None):
     set_seed(training_args.seed)  # the initial weights are part of the run (Trainer only seeds its own loop)
     model = build_model(model_args, tokenizer, data_args.block_size)
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if training_args.process_index == 0:
-        tokenizer.save_pretrained(output_dir)
-        resolved = resolved_config(model_args, data_args, training_args)
-        (output_dir / RUN_CONFIG_NAME).write_text(yaml.safe_dump(resolved, sort_keys=False))
+    _start_run(output_dir, tokenizer, model_args, data_args, training_args)
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -120,6 +116,15 @@ def train(model_args, data_args, training_args, resume=False, callbacks=None):
     results["precision"] = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "no"
     (output_dir / EVAL_RESULTS_NAME).write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def _start_run(output_dir, preprocessor, model_args, data_args, training_args):
+    """The run folder with the tokenizer or image processor and the resolved configuration (main process)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if training_args.process_index == 0:
+        preprocessor.save_pretrained(output_dir)
+        resolved = resolved_config(model_args, data_args, training_args)
+        (output_dir / RUN_CONFIG_NAME).write_text(yaml.safe_dump(resolved, sort_keys=False))
 
 
 def _check_output_dir(output_dir, resume):
@@ -184,11 +189,7 @@ def _train_image_classifier(model_args, data_args, training_args, resume, last_c
         evaluated = evaluated.select(range(data_args.max_eval_samples))
     train_split, eval_split = splits["train"].with_transform(transform), evaluated.with_transform(transform)
     training_args.remove_unused_columns = False  # the transform needs the raw image/label columns
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if training_args.process_index == 0:
-        processor.save_pretrained(output_dir)
-        resolved = resolved_config(model_args, data_args, training_args)
-        (output_dir / RUN_CONFIG_NAME).write_text(yaml.safe_dump(resolved, sort_keys=False))
+    _start_run(output_dir, processor, model_args, data_args, training_args)
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -287,9 +288,7 @@ def evaluate_folder(folder, corpus=None, block_size=None, batch_size=16, run_dir
     if data.get("image_dataset"):
         results = evaluate_image_folder(folder, data, batch_size=max(batch_size, 256))
         if write:
-            path = folder / EVAL_RESULTS_NAME
-            previous = json.loads(path.read_text()) if path.exists() else {}
-            path.write_text(json.dumps({**previous, **results}, indent=2) + "\n")
+            _merge_results(folder, results)
         return results
     held_out = corpus if corpus is not None else data.get("validation_file")
     if held_out is not None:  # an explicit held-out file is evaluated whole
@@ -304,8 +303,14 @@ def evaluate_folder(folder, corpus=None, block_size=None, batch_size=16, run_dir
     tokenizer = AutoTokenizer.from_pretrained(folder)
     block_size = block_size or data.get("block_size") or model.config.max_position_embeddings
     results = evaluate_lm(model, tokenizer, pack_blocks(text, tokenizer, block_size), batch_size)
-    if write:  # keep what training recorded beside the metrics (global_step, world_size, precision)
-        path = folder / EVAL_RESULTS_NAME
-        previous = json.loads(path.read_text()) if path.exists() else {}
-        path.write_text(json.dumps({**previous, **results}, indent=2) + "\n")
+    if write:
+        _merge_results(folder, results)
     return results
+
+
+def _merge_results(folder, results):
+    """Write `results` into folder/eval_results.json, keeping what training recorded beside the metrics (global_step,
+    world_size, precision)."""
+    path = folder / EVAL_RESULTS_NAME
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**previous, **results}, indent=2) + "\n")
