@@ -138,17 +138,17 @@ def main(argv=None):
         "torch": torch.__version__, "transformers": transformers.__version__, "machine": platform.machine(),
         "threads": torch.get_num_threads(), "precision": "fp32",
     }  # fmt: skip
+    command = " ".join(["python scripts/bench_mhc.py", *(argv if argv is not None else sys.argv[1:])])
     with tempfile.TemporaryDirectory() as tmp:
         if "overhead" in sections:
-            report["overhead"] = bench_overhead(args.overhead_steps, batch=16, seq=256)
+            report["overhead"] = {"command": command, **bench_overhead(args.overhead_steps, batch=16, seq=256)}
             print(json.dumps(report["overhead"], indent=2), flush=True)
         if "text" in sections:
-            report["text"] = bench_text(Path(tmp))
+            report["text"] = {"command": command, **bench_text(Path(tmp))}
             print(json.dumps({k: v for k, v in report["text"].items() if k != "curve"}, indent=2), flush=True)
         if "mnist" in sections:
-            report["mnist"] = bench_mnist(Path(tmp), args.mnist_epochs)
+            report["mnist"] = {"command": command, **bench_mnist(Path(tmp), args.mnist_epochs)}
             print(json.dumps(report["mnist"], indent=2), flush=True)
-    report["command"] = "python scripts/bench_mhc.py"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     out.with_suffix(".md").write_text(render_markdown(report))
@@ -160,7 +160,7 @@ def render_markdown(report):
         "# mHC benchmarks",
         "",
         f"torch {env['torch']}, transformers {env['transformers']}, {env['machine']}, {env['threads']} threads, "
-        f"{env['precision']}. Command: `{report['command']}` (each section can be rerun alone with `--sections`).",
+        f"{env['precision']}. Each section names the command that produced it (`--sections` reruns one alone).",
     ]
     if "overhead" in report:
         o = report["overhead"]
@@ -169,7 +169,7 @@ def render_markdown(report):
             "## Training-step overhead (text config: 4 layers, 128 wide)",
             "",
             f"AdamW steps on batch {o['batch']} x {o['seq']} tokens, best of {o['rounds']} rounds of {o['steps']} "
-            "steps, variants alternating round by round.",
+            f"steps, variants alternating round by round. Command: `{o.get('command', '')}`.",
             "",
             "| variant | parameters | tokens/s | ms/step | step time / plain n=1 |",
             "|---|---|---|---|---|",
@@ -185,12 +185,13 @@ def render_markdown(report):
                   "| model | steps | val loss |", "|---|---|---|",
                   f"| mHC n=4 | {t['steps']} | {t['val_loss']:.3f} |"]  # fmt: skip
         lines += [f"| {name} | {row['steps']} | {row['val_loss']:.3f} |" for name, row in t["same_recipe"].items()]
-        lines += ["", f"mHC wall-clock (training and evaluations): {t['wall_seconds']:.0f} s."]
+        lines += ["", f"mHC wall-clock (training and evaluations): {t['wall_seconds']:.0f} s. "
+                  f"Command: `{t.get('command', '')}`."]  # fmt: skip
     if "mnist" in report:
         m = report["mnist"]
         lines += ["", "## MNIST, the original recipe", "",
                   f"Test accuracy {m['test_accuracy']:.4f} (loss {m['test_loss']:.4f}) after {m['steps']} steps; "
-                  f"wall-clock {m['wall_seconds'] / 60:.1f} min.", "",
+                  f"wall-clock {m['wall_seconds'] / 60:.1f} min. Command: `{m.get('command', '')}`.", "",
                   "| epoch | step | seconds | test accuracy | test loss |", "|---|---|---|---|---|"]  # fmt: skip
         lines += [
             f"| {e['epoch']} | {e['step']} | {e['seconds']} | {e.get('eval_accuracy', float('nan')):.4f} | "
