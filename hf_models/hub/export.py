@@ -17,6 +17,7 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..training.arguments import resolve_path
 from .remote_code import audit_folder
 
 
@@ -103,7 +104,7 @@ def _text_card_fields(model, tokenizer, data, results):
 
 def _image_card_fields(model, processor, data, results):
     source = str(data.get("image_dataset", "unknown"))
-    local = Path(source).exists() or "/" not in source or source.startswith((".", "/"))
+    local = source.startswith((".", "/")) or resolve_path(source).exists()  # else a Hub dataset id
     dataset_name = Path(source).name if local else source
     config = model.config
     return {

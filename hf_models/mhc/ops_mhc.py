@@ -9,6 +9,8 @@ Convention: streams x (..., n, C); H_pre (..., n); H_post (..., n); H_res (..., 
     next streams  x'_i     = sum_j H_res[i, j] x_j + H_post[i] F(h)
 """
 
+import math
+
 import torch
 from torch.nn import functional as F
 
@@ -199,7 +201,7 @@ def sinusoidal_code(positions, dim):
     """The original's fixed sinusoidal code: (...,) float positions -> (..., dim), sin on even, cos on odd channels,
     frequencies 10000^(-2i/dim)."""
     frequencies = torch.exp(
-        torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) * (-torch.log(torch.tensor(1e4)) / dim)
+        torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) * (-math.log(1e4) / dim)
     )
     angles = positions.float().unsqueeze(-1) * frequencies
     return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)

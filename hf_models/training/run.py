@@ -1,5 +1,6 @@
-"""`hf-models train` and `hf-models evaluate` for causal language models: a corpus through `datasets`, a tokenizer
-from `tokenizers`, `transformers.Trainer` for the loop (progress bars, logging, checkpoints, resume)."""
+"""`hf-models train` and `hf-models evaluate`: causal language models (a corpus through `datasets`, a tokenizer from
+`tokenizers`) and image classifiers (images through `datasets`, the model's image processor), with
+`transformers.Trainer` for the loop (progress bars, logging, checkpoints, resume)."""
 
 import json
 import math
@@ -111,9 +112,17 @@ def train(model_args, data_args, training_args, resume=False, callbacks=None):
     results = evaluate_lm(
         trainer.model, tokenizer, all_eval_blocks, batch_size=training_args.per_device_eval_batch_size
     )
-    results["global_step"] = trainer.state.global_step
-    results["world_size"] = training_args.world_size
-    results["precision"] = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "no"
+    return _finish_run(output_dir, trainer, training_args, results)
+
+
+def _finish_run(output_dir, trainer, training_args, results):
+    """Record the final results with the run's step count, world size and precision in eval_results.json."""
+    results = {
+        **results,
+        "global_step": trainer.state.global_step,
+        "world_size": training_args.world_size,
+        "precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "no",
+    }
     (output_dir / EVAL_RESULTS_NAME).write_text(json.dumps(results, indent=2) + "\n")
     return results
 
@@ -150,6 +159,11 @@ def image_transform(processor):
     return transform
 
 
+def _first(split, count):
+    """The first `count` examples of `split` (all of them when `count` is 0 or larger than the split)."""
+    return split.select(range(count)) if count and count < len(split) else split
+
+
 def accuracy_metrics():
     """`compute_metrics` for Trainer: accuracy through `evaluate` (a local metric module, works offline)."""
     from ..metrics import load_metric
@@ -184,9 +198,7 @@ def _train_image_classifier(model_args, data_args, training_args, resume, last_c
     model = AutoModelForImageClassification.from_config(config)
     processor = image_processor_for(config)
     transform = image_transform(processor)
-    evaluated = splits[data_args.eval_split]
-    if data_args.max_eval_samples and data_args.max_eval_samples < len(evaluated):
-        evaluated = evaluated.select(range(data_args.max_eval_samples))
+    evaluated = _first(splits[data_args.eval_split], data_args.max_eval_samples)
     train_split, eval_split = splits["train"].with_transform(transform), evaluated.with_transform(transform)
     training_args.remove_unused_columns = False  # the transform needs the raw image/label columns
     _start_run(output_dir, processor, model_args, data_args, training_args)
@@ -206,15 +218,8 @@ def _train_image_classifier(model_args, data_args, training_args, resume, last_c
     if not trainer.is_world_process_zero():
         return None
     results = {key: float(value) for key, value in results.items()}
-    results.update(
-        global_step=trainer.state.global_step,
-        eval_split=data_args.eval_split,
-        eval_examples=len(eval_split),
-        world_size=training_args.world_size,
-        precision="bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "no",
-    )
-    (output_dir / EVAL_RESULTS_NAME).write_text(json.dumps(results, indent=2) + "\n")
-    return results
+    results.update(eval_split=data_args.eval_split, eval_examples=len(eval_split))
+    return _finish_run(output_dir, trainer, training_args, results)
 
 
 @torch.no_grad()
@@ -223,22 +228,20 @@ def evaluate_image_folder(folder, data, batch_size=256):
     from transformers import AutoImageProcessor
 
     from ..data import load_mnist
+    from ..metrics import load_metric
 
     split_name = data.get("eval_split", "test")
-    split = load_mnist(resolve_path(data["image_dataset"]))[split_name]
-    if data.get("max_eval_samples") and data["max_eval_samples"] < len(split):
-        split = split.select(range(data["max_eval_samples"]))
+    split = _first(load_mnist(resolve_path(data["image_dataset"]))[split_name], data.get("max_eval_samples", 0))
     model = AutoModelForImageClassification.from_pretrained(folder).eval()
     transform = image_transform(AutoImageProcessor.from_pretrained(folder))
-    metric = accuracy_metrics()
     logits, labels = [], []
     for start in range(0, len(split), batch_size):
         batch = transform(split[start : start + batch_size])
         logits.append(model(pixel_values=batch["pixel_values"]).logits.float())
         labels.append(batch["labels"])
     logits, labels = torch.cat(logits), torch.cat(labels)
-    prediction = type("Prediction", (), {"predictions": logits.numpy(), "label_ids": labels.numpy()})
-    results = {f"eval_{k}": v for k, v in metric(prediction).items()}
+    accuracy = load_metric("accuracy").compute(predictions=logits.argmax(-1), references=labels)
+    results = {f"eval_{k}": v for k, v in accuracy.items()}
     results.update(
         eval_loss=float(torch.nn.functional.cross_entropy(logits, labels)),
         eval_split=split_name,
@@ -287,9 +290,16 @@ def evaluate_folder(folder, corpus=None, block_size=None, batch_size=16, run_dir
     data = yaml.safe_load(run_config.read_text())["data"] if run_config.exists() else {}
     if data.get("image_dataset"):
         results = evaluate_image_folder(folder, data, batch_size=max(batch_size, 256))
-        if write:
-            _merge_results(folder, results)
-        return results
+    else:
+        results = _evaluate_text_folder(folder, data, corpus, block_size, batch_size)
+    if write:  # keep what training recorded beside the metrics (global_step, world_size, precision)
+        path = folder / EVAL_RESULTS_NAME
+        previous = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**previous, **results}, indent=2) + "\n")
+    return results
+
+
+def _evaluate_text_folder(folder, data, corpus, block_size, batch_size):
     held_out = corpus if corpus is not None else data.get("validation_file")
     if held_out is not None:  # an explicit held-out file is evaluated whole
         text = load_dataset("text", data_files=str(resolve_path(held_out)), sample_by="document", split="train")
@@ -302,15 +312,4 @@ def evaluate_folder(folder, corpus=None, block_size=None, batch_size=16, run_dir
     model = AutoModelForCausalLM.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     block_size = block_size or data.get("block_size") or model.config.max_position_embeddings
-    results = evaluate_lm(model, tokenizer, pack_blocks(text, tokenizer, block_size), batch_size)
-    if write:
-        _merge_results(folder, results)
-    return results
-
-
-def _merge_results(folder, results):
-    """Write `results` into folder/eval_results.json, keeping what training recorded beside the metrics (global_step,
-    world_size, precision)."""
-    path = folder / EVAL_RESULTS_NAME
-    previous = json.loads(path.read_text()) if path.exists() else {}
-    path.write_text(json.dumps({**previous, **results}, indent=2) + "\n")
+    return evaluate_lm(model, tokenizer, pack_blocks(text, tokenizer, block_size), batch_size)
