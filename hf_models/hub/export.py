@@ -18,6 +18,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..training.arguments import resolve_path
+from ..training.run import evaluate_folder, last_sample
 from .remote_code import audit_folder
 
 
@@ -128,9 +129,10 @@ def _image_card_fields(model, processor, data, results):
     }
 
 
-def build_card(model, preprocessor, run_config, results, repo_id, license="apache-2.0"):
+def build_card(model, preprocessor, run_config, results, repo_id, license="apache-2.0", sample=None):
     """The model card: metadata (incl. a model-index with the measured results) and the body from the template.
-    `preprocessor` is the tokenizer of a text model or the image processor of an image model."""
+    `preprocessor` is the tokenizer of a text model or the image processor of an image model; `sample` is the
+    run's last generated sample ({step, prompt, text} from samples.jsonl), shown under the results."""
     name, facts = _card_facts(model.config.model_type)
     data = run_config.get("data", {})
     training = run_config.get("training", {})
@@ -184,6 +186,8 @@ def build_card(model, preprocessor, run_config, results, repo_id, license="apach
         deviations=facts.get("deviations_from_reference", []),
         limitations=facts.get("limitations", []),
         citation=facts.get("citation", ""),
+        sample=sample,
+        sample_prompt_literal=json.dumps(sample["prompt"])[1:-1] if sample else "",
         **{k: v for k, v in fields.items() if k not in ("metrics", "hub_dataset")},
     )
 
@@ -210,9 +214,8 @@ def export(run_dir, out_dir, repo_id=None):
         preprocessor = AutoTokenizer.from_pretrained(source if (source / "tokenizer.json").exists() else run_dir)
     results_path = run_dir / "eval_results.json"
     if source != run_dir or not results_path.exists():
-        from ..training.run import evaluate_folder  # a checkpoint: measure it now
-
-        results = evaluate_folder(source, run_dir=run_dir, write=False)  # the run's files stay as they are
+        # a checkpoint: measure it now (the run's files stay as they are)
+        results = evaluate_folder(source, run_dir=run_dir, write=False)
     else:
         results = json.loads(results_path.read_text())
     state_path = next((p for p in (source / "trainer_state.json", run_dir / "trainer_state.json") if p.exists()), None)
@@ -235,7 +238,8 @@ def export(run_dir, out_dir, repo_id=None):
     (staging / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
     training_curve(log_history, staging / "training_curve.png")
     card_repo = repo_id or str(out_dir.resolve())
-    build_card(model, preprocessor, run_config, results, card_repo).save(staging / "README.md")
+    sample = None if image or source != run_dir else last_sample(run_dir)  # a checkpoint's sample is not known
+    build_card(model, preprocessor, run_config, results, card_repo, sample=sample).save(staging / "README.md")
     problems = audit_folder(
         staging, ("AutoModel", "AutoModelForImageClassification" if image else "AutoModelForCausalLM")
     )

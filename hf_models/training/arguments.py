@@ -63,13 +63,24 @@ class DataArguments:
 
 @dataclass
 class TrainArguments(TrainingArguments):
-    """`TrainingArguments` plus `precision`, which picks bf16/fp16 for the machine at hand."""
+    """`TrainingArguments` plus `precision`, which picks bf16/fp16 for the machine at hand, and the generated-sample
+    settings of text runs."""
 
     precision: str = field(
         default="auto",
         metadata={
             "help": "auto | no | bf16 | fp16. auto: bf16 on GPUs that have it (else fp16 on CUDA), bf16 on CPUs with "
             "native bf16 (AVX512-BF16/AMX), else float32; an explicit --bf16/--fp16 wins"
+        },
+    )
+    sample_prompt: str = field(
+        default="\n", metadata={"help": "text models: the prompt of the sample generated at each evaluation"}
+    )
+    sample_max_new_tokens: int = field(
+        default=200,
+        metadata={
+            "help": "text models: tokens sampled after `sample_prompt` at each evaluation and at the end of training, "
+            "logged and appended to samples.jsonl in output_dir (0 = no samples)"
         },
     )
 
@@ -183,6 +194,13 @@ def parse_train_args(config_path, cli_args=()):
         raise ValueError("data needs exactly one of corpus (a local text file) or dataset (a Hub dataset id)")
     if data_args.validation_file is not None and data_args.corpus is None:
         raise ValueError("data.validation_file goes with data.corpus (a Hub dataset brings its own split)")
+    if training_args.sample_max_new_tokens < 0:
+        raise ValueError(
+            f"training.sample_max_new_tokens={training_args.sample_max_new_tokens} is invalid: must be >= 0 "
+            "(0 turns the samples off)"
+        )
+    if training_args.sample_max_new_tokens > 0 and not training_args.sample_prompt:
+        raise ValueError("training.sample_prompt is empty: give the sample at least one character to start from")
     if data_args.preprocessing_num_workers is not None and data_args.preprocessing_num_workers < 1:
         raise ValueError(
             f"data.preprocessing_num_workers={data_args.preprocessing_num_workers} is invalid: must be >= 1"

@@ -15,6 +15,7 @@ from transformers import (
     AutoModelForImageClassification,
     AutoTokenizer,
     Trainer,
+    TrainerCallback,
     set_seed,
 )
 from transformers.trainer_utils import get_last_checkpoint
@@ -25,6 +26,71 @@ from .arguments import resolve_path, resolved_config
 
 RUN_CONFIG_NAME = "train_config.yaml"
 EVAL_RESULTS_NAME = "eval_results.json"
+SAMPLES_NAME = "samples.jsonl"
+SAMPLE_SEED = 1234
+
+
+@torch.no_grad()
+def generate_sample(model, tokenizer, prompt, max_new_tokens, seed=SAMPLE_SEED):
+    """`prompt` + `max_new_tokens` sampled tokens (top-k 40, temperature 0.8), decoded. The sampling draws from a
+    forked RNG seeded with `seed`: the same model gives the same sample, and the training randomness is untouched.
+    The continuation stops where the model's positions (`max_position_embeddings`) end."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    inputs = tokenizer(prompt, return_tensors="pt").to(device)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None:
+        max_new_tokens = max(0, min(max_new_tokens, limit - inputs["input_ids"].shape[1]))
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            output = model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=True,
+                top_k=40,
+                temperature=0.8,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+    finally:
+        model.train(was_training)
+    return tokenizer.decode(output[0], skip_special_tokens=True)
+
+
+class SampleCallback(TrainerCallback):
+    """Text runs: after every evaluation and at the end of training, generate a sample (`generate_sample`) from
+    `sample_prompt`, print it and append {step, prompt, text} to samples.jsonl in the run folder (main process)."""
+
+    def __init__(self, tokenizer, prompt, max_new_tokens, output_dir):
+        self.tokenizer, self.prompt, self.max_new_tokens = tokenizer, prompt, max_new_tokens
+        self.path = Path(output_dir) / SAMPLES_NAME
+        self.last_step = None
+
+    def _sample(self, state, model):
+        if not state.is_world_process_zero or model is None or state.global_step == self.last_step:
+            return
+        self.last_step = state.global_step
+        text = generate_sample(model, self.tokenizer, self.prompt, self.max_new_tokens)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": state.global_step, "prompt": self.prompt, "text": text}) + "\n")
+        from tqdm.auto import tqdm  # keeps the progress bar intact
+
+        tqdm.write(f"[sample at step {state.global_step}]\n{text}\n")
+
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
+        self._sample(state, model)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self._sample(state, model)
+
+
+def last_sample(folder):
+    """The newest entry of `folder`/samples.jsonl, or None."""
+    path = Path(folder) / SAMPLES_NAME
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    return json.loads(lines[-1]) if lines else None
 
 
 def load_splits(data_args):
@@ -96,6 +162,11 @@ def train(model_args, data_args, training_args, resume=False, callbacks=None):
     model = build_model(model_args, tokenizer, data_args.block_size)
 
     _start_run(output_dir, tokenizer, model_args, data_args, training_args)
+    callbacks = list(callbacks or [])
+    if training_args.sample_max_new_tokens > 0:
+        callbacks.append(
+            SampleCallback(tokenizer, training_args.sample_prompt, training_args.sample_max_new_tokens, output_dir)
+        )
     trainer = Trainer(
         model=model,
         args=training_args,

@@ -48,6 +48,8 @@ def test_export_writes_a_complete_hub_folder(run_dir, tmp_path):
         "bits_per_character": round(measured["bits_per_character"], 4),
     }
     assert "## Citation" in card.text and "Parameters:" in card.text
+    sample = json.loads((run_dir / "samples.jsonl").read_text().splitlines()[-1])
+    assert f"(step {sample['step']};" in card.text and f"````text\n{sample['text']}\n````" in card.text
 
 
 def test_card_snippets_run_without_hf_models(run_dir, tmp_path):

@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 import yaml
-from transformers import TrainerCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from hf_models.cli import main
 from hf_models.hub import audit_folder, run_isolated
 from hf_models.training.arguments import parse_train_args
-from hf_models.training.run import train
+from hf_models.training.run import generate_sample, train
 
 
 TINY = "configs/train/ngt_tinyshakespeare_tiny.yaml"
@@ -38,6 +38,14 @@ def test_train_writes_a_loadable_model_with_results(tmp_path, shared):
     assert math.isclose(results["bits_per_character"], results["eval_loss"] / math.log(2), rel_tol=1e-6)
     assert (tmp_path / "checkpoint-10").is_dir() and (tmp_path / "tokenizer.json").exists()
     assert not audit_folder(tmp_path, ("AutoModel", "AutoModelForCausalLM"))
+    # a generated sample is logged at the end of training; the same model and seed give it again
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert samples[-1]["step"] == 12 and samples[-1]["prompt"] == "\n"
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert samples[-1]["text"].startswith("\n")
+    assert 1 < len(tokenizer(samples[-1]["text"])["input_ids"]) <= 1 + 24  # prompt + sample_max_new_tokens (YAML)
+    assert generate_sample(model, tokenizer, "\n", 24) == samples[-1]["text"]
     ids = torch.tensor([[5, 6, 7, 8]])
     outputs, info = run_isolated(tmp_path, "AutoModelForCausalLM", {"input_ids": ids}, max_new_tokens=4)
     assert info["hf_models_modules"] == [] and outputs["generated"].shape == (1, 8)
@@ -99,6 +107,8 @@ def test_resume_without_checkpoint_and_bad_configs_fail_clearly(tmp_path, shared
                                    "training": {"output_dir": str(tmp_path / "x"), "max_steps": 1}}))  # fmt: skip
     assert main(["train", str(bad)]) == 2
     assert "hidden_size=30" in capsys.readouterr().err
+    assert main(["train", TINY, "--output_dir", str(tmp_path / "y"), "--sample_max_new_tokens", "-1"]) == 2
+    assert "sample_max_new_tokens=-1" in capsys.readouterr().err
 
 
 def test_bpe_tokenizer_run(tmp_path, shared):

@@ -244,3 +244,20 @@ def test_masked_average_pool_counts_only_kept_patches():
     pooled = ops_mhc.masked_average_pool(tokens, kept, grid=4, pool=2)
     assert pooled.shape == (1, 1, 2, 2)
     assert float(pooled[0, 0, 0, 0]) == 2.5 and float(pooled[0, 0, 1, 1]) == 0.0
+
+
+def test_patch_projection_starts_on_the_scale_of_the_position_code():
+    """Unit-gain patch projection: a unit-variance image gives patch tokens of about unit RMS, like the sinusoidal
+    position code they are added to (an std-0.02 projection left them at a few percent of it)."""
+    config = _config("mnist.json")
+    embed = MhcForImageClassification(config).model.embed_patches
+    fan_in = config.num_channels * config.patch_size**2
+    assert abs(float(embed.proj.weight.std()) - fan_in**-0.5) < 0.1 * fan_in**-0.5
+    assert float(embed.proj.bias.abs().max()) == 0.0
+    pixels = torch.randn(
+        8, config.num_channels, config.image_size, config.image_size, generator=torch.Generator().manual_seed(0)
+    )
+    content = embed.proj(pixels).flatten(2).transpose(1, 2)
+    code = embed.position_code(pixels.device)
+    ratio = float(content.pow(2).mean().sqrt() / code.pow(2).mean().sqrt())
+    assert 0.7 < ratio < 1.5, ratio
