@@ -41,12 +41,16 @@ VARIANTS = {
 }
 
 
-def bench_overhead(steps, batch, seq, rounds=3):
+def bench_overhead(steps, batch, seq, rounds=3, variants=VARIANTS, width=None):
+    """Step times of `variants` (config overrides) at the text config, or at `width` (hidden size; 4 heads,
+    feed-forward 4x) with everything else the same."""
     base = MhcConfig.from_pretrained(str(ROOT / "configs" / "models" / "mhc" / "small.json")).to_dict()
+    if width is not None:
+        base.update(hidden_size=width, intermediate_size=4 * width)
     generator = torch.Generator().manual_seed(0)
     batches = [torch.randint(1, base["vocab_size"], (batch, seq), generator=generator) for _ in range(steps)]
     models, optimizers, seconds = {}, {}, {}
-    for name, overrides in VARIANTS.items():
+    for name, overrides in variants.items():
         torch.manual_seed(0)
         models[name] = MhcForCausalLM(MhcConfig(**{**base, **overrides, "max_position_embeddings": seq})).train()
         optimizers[name] = torch.optim.AdamW(models[name].parameters(), lr=1e-4)
@@ -54,13 +58,13 @@ def bench_overhead(steps, batch, seq, rounds=3):
         for ids in batches[:2]:  # warmup (allocator, optimizer state)
             _step(models[name], optimizers[name], ids)
     for _ in range(rounds):
-        for name in VARIANTS:
+        for name in variants:
             start = time.perf_counter()
             for ids in batches:
                 _step(models[name], optimizers[name], ids)
             seconds[name].append(time.perf_counter() - start)
     result = {}
-    for name in VARIANTS:
+    for name in variants:
         best = min(seconds[name])
         result[name] = {
             "parameters": models[name].num_parameters(),
@@ -68,9 +72,24 @@ def bench_overhead(steps, batch, seq, rounds=3):
             "step_ms": round(1000 * best / steps, 2),
         }
     plain = result["plain_n1"]["step_ms"]
-    for name in VARIANTS:
+    for name in variants:
         result[name]["step_time_over_plain"] = round(result[name]["step_ms"] / plain, 4)
-    return {"steps": steps, "batch": batch, "seq": seq, "rounds": rounds, "variants": result}
+    return {"steps": steps, "batch": batch, "seq": seq, "rounds": rounds, "width": base["hidden_size"],
+            "variants": result}  # fmt: skip
+
+
+WIDTHS = (256, 512)
+
+
+def bench_width_scaling(steps, batch, seq):
+    """mHC n = 4 over n = 1 at wider models: the stream work grows as n * C per token, the layers' matmuls as C^2,
+    so the relative overhead falls with the width."""
+    variants = {name: VARIANTS[name] for name in ("mhc_n4", "plain_n1")}
+    rows = {}
+    for width in WIDTHS:
+        run = bench_overhead(steps, batch, seq, rounds=2, variants=variants, width=width)
+        rows[str(width)] = {name: run["variants"][name] for name in variants}
+    return rows
 
 
 def _step(model, optimizer, ids):
@@ -117,6 +136,7 @@ def bench_text(workdir):
 def bench_mnist(workdir, epochs):
     extra = ["--num_train_epochs", str(epochs)] if epochs else []
     results, curve, seconds = _run("configs/train/mhc_mnist_small.yaml", workdir / "mnist", extra)
+    curve = [entry for i, entry in enumerate(curve) if entry["step"] not in {e["step"] for e in curve[:i]}]
     return {"test_accuracy": round(results["eval_accuracy"], 5), "test_loss": round(results["eval_loss"], 5),
             "steps": results["global_step"], "wall_seconds": round(seconds, 1), "per_epoch": curve}  # fmt: skip
 
@@ -127,6 +147,11 @@ def main(argv=None):
     parser.add_argument("--overhead-steps", type=int, default=10)
     parser.add_argument("--mnist-epochs", type=float, default=None, help="default: the recipe's 5")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "mhc"))
+    parser.add_argument(
+        "--run-dir",
+        default=None,
+        help="keep the trained runs here (text/, mnist/) for `hf-models export`; default: a temporary folder",
+    )
     args = parser.parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(sections) - {"overhead", "text", "mnist"}
@@ -140,8 +165,10 @@ def main(argv=None):
     }  # fmt: skip
     command = " ".join(["python scripts/bench_mhc.py", *(argv if argv is not None else sys.argv[1:])])
     with tempfile.TemporaryDirectory() as tmp:
+        tmp = args.run_dir or tmp
         if "overhead" in sections:
             report["overhead"] = {"command": command, **bench_overhead(args.overhead_steps, batch=16, seq=256)}
+            report["overhead"]["widths"] = bench_width_scaling(max(2, args.overhead_steps // 2), batch=16, seq=256)
             print(json.dumps(report["overhead"], indent=2), flush=True)
         if "text" in sections:
             report["text"] = {"command": command, **bench_text(Path(tmp))}
@@ -179,6 +206,14 @@ def render_markdown(report):
                 f"| {name} | {row['parameters']:,} | {row['tokens_per_second']:.0f} | {row['step_ms']:.1f} | "
                 f"{row['step_time_over_plain']:.3f} |"
             )
+        if o.get("widths"):
+            lines += ["", "The same comparison at wider models (4 layers, 4 heads, feed-forward 4x, same batches; best of 2 "
+                      "rounds):", "", "| width | mHC n=4 ms/step | plain n=1 ms/step | step time / plain n=1 |",
+                      "|---|---|---|---|", f"| {o.get('width', 128)} | {o['variants']['mhc_n4']['step_ms']:.1f} | "
+                      f"{o['variants']['plain_n1']['step_ms']:.1f} | {o['variants']['mhc_n4']['step_time_over_plain']:.3f} |"]  # fmt: skip
+            for width, row in o["widths"].items():
+                lines.append(f"| {width} | {row['mhc_n4']['step_ms']:.1f} | {row['plain_n1']['step_ms']:.1f} | "
+                             f"{row['mhc_n4']['step_time_over_plain']:.3f} |")  # fmt: skip
     if "text" in report:
         t = report["text"]
         lines += ["", "## tinyshakespeare (characters), nanoGPT's baby-GPT recipe", "",
