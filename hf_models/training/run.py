@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import yaml
 from datasets import load_dataset
+from tqdm.auto import tqdm
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -61,7 +62,8 @@ def generate_sample(model, tokenizer, prompt, max_new_tokens, seed=SAMPLE_SEED):
 
 class SampleCallback(TrainerCallback):
     """Text runs: after every evaluation and at the end of training, generate a sample (`generate_sample`) from
-    `sample_prompt`, print it and append {step, prompt, text} to samples.jsonl in the run folder (main process)."""
+    `sample_prompt`, print it and append {step, prompt, text} to samples.jsonl in the run folder (main process).
+    A step that already has its sample (an evaluation at the last step) is not sampled again."""
 
     def __init__(self, tokenizer, prompt, max_new_tokens, output_dir):
         self.tokenizer, self.prompt, self.max_new_tokens = tokenizer, prompt, max_new_tokens
@@ -69,14 +71,16 @@ class SampleCallback(TrainerCallback):
         self.last_step = None
 
     def _sample(self, state, model):
-        if not state.is_world_process_zero or model is None or state.global_step == self.last_step:
+        if model is None or state.global_step == self.last_step:
             return
         self.last_step = state.global_step
+        # every process generates (a sharded FSDP / ZeRO-3 model needs them all in its forward); the same seed gives
+        # them the same text, and the main process records it
         text = generate_sample(model, self.tokenizer, self.prompt, self.max_new_tokens)
+        if not state.is_world_process_zero:
+            return
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps({"step": state.global_step, "prompt": self.prompt, "text": text}) + "\n")
-        from tqdm.auto import tqdm  # keeps the progress bar intact
-
         tqdm.write(f"[sample at step {state.global_step}]\n{text}\n")
 
     def on_evaluate(self, args, state, control, model=None, **kwargs):

@@ -57,3 +57,5 @@ def test_two_process_cpu_ddp_run(tmp_path, shared_data):
 
     assert AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).num_parameters() > 0
     assert (out / "checkpoint-6").is_dir()
+    samples = (out / "samples.jsonl").read_text().splitlines()  # written once, by the main process
+    assert len(samples) == 1 and json.loads(samples[0])["step"] == 6
