@@ -36,6 +36,7 @@ from hf_models.training.run import train  # noqa: E402
 
 VARIANTS = {
     "mhc_n4": {},
+    "mhc_n4_compiled": {"compile_hyper_connections": True},
     "plain_n1": {"expansion_rate": 1},
     "hc_n4": {"hyper_connection_type": "hc"},
 }
@@ -55,7 +56,7 @@ def bench_overhead(steps, batch, seq, rounds=3, variants=VARIANTS, width=None):
         models[name] = MhcForCausalLM(MhcConfig(**{**base, **overrides, "max_position_embeddings": seq})).train()
         optimizers[name] = torch.optim.AdamW(models[name].parameters(), lr=1e-4)
         seconds[name] = []
-        for ids in batches[:2]:  # warmup (allocator, optimizer state)
+        for ids in batches[:2]:  # warmup (allocator, optimizer state, torch.compile)
             _step(models[name], optimizers[name], ids)
     for _ in range(rounds):
         for name in variants:
@@ -84,7 +85,7 @@ WIDTHS = (256, 512)
 def bench_width_scaling(steps, batch, seq):
     """mHC n = 4 over n = 1 at wider models: the stream work grows as n * C per token, the layers' matmuls as C^2,
     so the relative overhead falls with the width."""
-    variants = {name: VARIANTS[name] for name in ("mhc_n4", "plain_n1")}
+    variants = {name: VARIANTS[name] for name in ("mhc_n4", "mhc_n4_compiled", "plain_n1")}
     rows = {}
     for width in WIDTHS:
         run = bench_overhead(steps, batch, seq, rounds=2, variants=variants, width=width)
@@ -208,12 +209,14 @@ def render_markdown(report):
             )
         if o.get("widths"):
             lines += ["", "The same comparison at wider models (4 layers, 4 heads, feed-forward 4x, same batches; best of 2 "
-                      "rounds):", "", "| width | mHC n=4 ms/step | plain n=1 ms/step | step time / plain n=1 |",
-                      "|---|---|---|---|", f"| {o.get('width', 128)} | {o['variants']['mhc_n4']['step_ms']:.1f} | "
-                      f"{o['variants']['plain_n1']['step_ms']:.1f} | {o['variants']['mhc_n4']['step_time_over_plain']:.3f} |"]  # fmt: skip
-            for width, row in o["widths"].items():
-                lines.append(f"| {width} | {row['mhc_n4']['step_ms']:.1f} | {row['plain_n1']['step_ms']:.1f} | "
-                             f"{row['mhc_n4']['step_time_over_plain']:.3f} |")  # fmt: skip
+                      "rounds); `compiled` is `compile_hyper_connections=True`:", "",
+                      "| width | plain n=1 ms/step | mHC n=4 ms/step | / plain | mHC n=4 compiled ms/step | / plain |",
+                      "|---|---|---|---|---|---|"]  # fmt: skip
+            for width, row in [(str(o.get("width", 128)), o["variants"]), *o["widths"].items()]:
+                mhc, fused = row["mhc_n4"], row.get("mhc_n4_compiled")
+                lines.append(f"| {width} | {row['plain_n1']['step_ms']:.1f} | {mhc['step_ms']:.1f} | "
+                             f"{mhc['step_time_over_plain']:.3f} | "
+                             + (f"{fused['step_ms']:.1f} | {fused['step_time_over_plain']:.3f} |" if fused else "- | - |"))  # fmt: skip
     if "text" in report:
         t = report["text"]
         lines += ["", "## tinyshakespeare (characters), nanoGPT's baby-GPT recipe", "",

@@ -31,12 +31,15 @@ from transformers.utils import ModelOutput, logging
 from .configuration_mhc import MhcConfig
 from .ops_mhc import (
     collapse,
+    compiled,
     composite_gain,
     drop_path,
     expand,
     hc_coefficients,
     masked_average_pool,
     mhc_coefficients,
+    mhc_read,
+    mhc_write,
     sinusoidal_code,
 )
 from .shared_lm_inputs import (
@@ -94,9 +97,11 @@ class MhcHyperConnection(nn.Module):
         gate_init=0.01,
         residual_diagonal_init=4.0,
         eps=1e-6,
+        compile=False,
     ):
         super().__init__()
         self.n, self.index, self.kind, self.dynamic = expansion_rate, index, kind, dynamic
+        self.compile = compile and kind == "mhc" and dynamic
         self.sinkhorn_iterations, self.gate_init, self.residual_diagonal_init = (
             sinkhorn_iterations,
             gate_init,
@@ -141,10 +146,18 @@ class MhcHyperConnection(nn.Module):
             )
         return hc_coefficients(streams, self.phi, self.bias, self.gate, self.eps, self.dynamic)
 
+    def _compiled(self):
+        return self.compile and self.training and torch.is_grad_enabled()
+
     def forward(self, streams):
         """Streams (B, T, n, C) -> the layer input h (B, T, C) and the coefficients `add_output` needs."""
         if self.n == 1:
             return streams[..., 0, :], None
+        if self._compiled():
+            h, post, res = compiled(mhc_read)(
+                streams, self.phi, self.bias, self.gate, self.sinkhorn_iterations, self.eps
+            )
+            return h, (post, res)
         pre, post, res = self.coefficients(streams)
         return collapse(streams, pre), (post, res)
 
@@ -153,6 +166,8 @@ class MhcHyperConnection(nn.Module):
         if self.n == 1:
             return streams + output.unsqueeze(-2)
         post, res = coefficients
+        if self._compiled():
+            return compiled(mhc_write)(streams, res, post, output)
         return expand(streams, res, post, output)
 
 
@@ -210,6 +225,7 @@ class MhcBlock(GradientCheckpointingLayer):
             gate_init=config.hyper_connection_gate_init,
             residual_diagonal_init=config.residual_diagonal_init,
             eps=config.hyper_connection_eps,
+            compile=config.compile_hyper_connections,
         )
         size, n = config.hidden_size, config.expansion_rate
         self.attn_hc = MhcHyperConnection(size, n, 2 * layer_idx, **hc_kwargs)

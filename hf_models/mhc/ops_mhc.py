@@ -126,6 +126,50 @@ def mhc_coefficients(streams, phi, bias, gate, iterations, eps, dynamic=True):
     return pre, post, res
 
 
+def plain_sinkhorn_knopp(logits, iterations):
+    """`sinkhorn_knopp` in plain vectorised ops with autograd's own backward: the form `torch.compile` fuses (the
+    hand-written backward of `sinkhorn_knopp` is for eager execution)."""
+    tiny = torch.finfo(logits.dtype).tiny
+    m = torch.exp(logits - logits.amax(dim=(-2, -1), keepdim=True))
+    for _ in range(iterations):
+        m = m / m.sum(dim=-2, keepdim=True).clamp_min(tiny)
+        m = m / m.sum(dim=-1, keepdim=True).clamp_min(tiny)
+    return m
+
+
+def mhc_read(streams, phi, bias, gate, iterations, eps):
+    """The first half of an mHC hyper-connection as one function for `torch.compile`: the dynamic coefficients
+    (`mhc_coefficients`) and the layer input h = sum_i H_pre[i] x_i (`collapse`), in plain ops.
+    Returns h (..., C), H_post (..., n), H_res (..., n, n)."""
+    n = streams.shape[-2]
+    x = streams.flatten(-2).float()
+    inv_rms = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    gates = torch.cat([gate[0].expand(n), gate[1].expand(n), gate[2].expand(n * n)]).float()
+    tilde = (x @ phi.float().T) * inv_rms * gates + bias.float()
+    pre = torch.sigmoid(tilde[..., :n])
+    post = 2 * torch.sigmoid(tilde[..., n : 2 * n])
+    res = plain_sinkhorn_knopp(tilde[..., 2 * n :].unflatten(-1, (n, n)), iterations)
+    h = (pre.to(streams.dtype).unsqueeze(-1) * streams).sum(-2)
+    return h, post, res
+
+
+def mhc_write(streams, res, post, output):
+    """The second half as one function for `torch.compile`: `expand` in plain ops (broadcast and sum)."""
+    dtype = streams.dtype
+    mixed = (res.to(dtype).unsqueeze(-1) * streams.unsqueeze(-3)).sum(-2)
+    return mixed + post.to(dtype).unsqueeze(-1) * output.unsqueeze(-2)
+
+
+_COMPILED = {}
+
+
+def compiled(function):
+    """`torch.compile(function)`, made once per process on first use."""
+    if function not in _COMPILED:
+        _COMPILED[function] = torch.compile(function)
+    return _COMPILED[function]
+
+
 def hc_coefficients(streams, phi, bias, gate, eps, dynamic=True):
     """Original Hyper-Connections (arXiv 2409.19606), unconstrained, for ablation.
 

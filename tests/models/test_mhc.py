@@ -103,6 +103,53 @@ def test_fast_paths_equal_the_references_with_gradients():
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_compile_ready_forms_equal_the_eager_paths_with_gradients():
+    """`mhc_read` / `mhc_write` (plain ops for `torch.compile`) == coefficients + collapse / expand, uncompiled."""
+    torch.manual_seed(0)
+    n, width = 3, 5
+    streams, output = torch.randn(2, 7, n, width), torch.randn(2, 7, width)
+    phi, bias, gate = 0.3 * torch.randn(2 * n + n * n, n * width), torch.randn(2 * n + n * n), torch.rand(3)
+
+    def eager_read(s, p, b, g):
+        pre, post, res = ops_mhc.mhc_coefficients(s, p, b, g, 20, 1e-6)
+        return ops_mhc.collapse(s, pre), post, res
+
+    pairs = [
+        (lambda s, p, b, g: ops_mhc.mhc_read(s, p, b, g, 20, 1e-6), eager_read, (streams, phi, bias, gate)),
+        (ops_mhc.mhc_write, ops_mhc.expand, (streams, torch.rand(2, 7, n, n), torch.rand(2, 7, n), output)),
+    ]
+    for plain, eager, args in pairs:
+        plain_out, plain_grads = _grads(plain, *args)
+        eager_out, eager_grads = _grads(eager, *args)
+        for a, b in zip(plain_out + tuple(plain_grads), eager_out + tuple(eager_grads), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_hyper_connections_train_like_the_eager_model():
+    """`compile_hyper_connections=True`: the same loss and gradients as the eager model (torch.compile, training
+    only), and evaluation stays eager."""
+    torch.manual_seed(0)
+    eager = _perturb(MhcForCausalLM(_config())).train()
+    fused = MhcForCausalLM(_config(compile_hyper_connections=True)).train()
+    fused.load_state_dict(eager.state_dict())
+    ids = torch.randint(1, 64, (2, 16), generator=torch.Generator().manual_seed(1))
+    losses = []
+    for model in (eager, fused):
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+    for (name, a), (_, b) in zip(eager.named_parameters(), fused.named_parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert ops_mhc.mhc_read in ops_mhc._COMPILED and ops_mhc.mhc_write in ops_mhc._COMPILED
+    compiled_count = len(ops_mhc._COMPILED)
+    fused.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fused(input_ids=ids).logits, eager.eval()(input_ids=ids).logits)
+    assert len(ops_mhc._COMPILED) == compiled_count
+
+
 def test_initial_coefficients_follow_the_documented_biases():
     n = 4
     module = MhcHyperConnection(8, n, index=0, kind="mhc", residual_diagonal_init=4.0)
