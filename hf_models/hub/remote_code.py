@@ -46,6 +46,26 @@ def _is_import_error_guard(node):
     return False
 
 
+def _import_time_nodes(tree):
+    """ids of the nodes Python evaluates when the module is imported: everything but function bodies (decorators and
+    default values of a `def` do run at import; class bodies run at import)."""
+    ids = set()
+
+    def visit(node):
+        ids.add(id(node))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            for decorator in getattr(node, "decorator_list", []):
+                visit(decorator)
+            for default in [*node.args.defaults, *(d for d in node.args.kw_defaults if d is not None)]:
+                visit(default)
+            return
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return ids
+
+
 def audit_source(source, filename, folder_files):
     """Problems (strings) of one shipped file; `folder_files` is the set of file names beside it."""
     problems = []
@@ -57,6 +77,7 @@ def audit_source(source, filename, folder_files):
                 for sub in ast.walk(inner):
                     guarded.add(id(sub))
     stdlib = set(sys.stdlib_module_names)
+    at_import = _import_time_nodes(tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -97,10 +118,17 @@ def audit_source(source, filename, folder_files):
                 )
             if name in {"getenv", "putenv"}:
                 problems.append(f"{filename}:{node.lineno}: reads the environment ({name})")
-            if name == "compile" and isinstance(func, ast.Attribute) and getattr(func.value, "id", None) == "torch":
-                problems.append(f"{filename}:{node.lineno}: calls torch.compile (no compilation at import or load)")
         elif isinstance(node, ast.Attribute) and node.attr == "environ":
             problems.append(f"{filename}:{node.lineno}: reads os.environ")
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr == "compile"
+            and getattr(node.value, "id", None) == "torch"
+            and id(node) in at_import
+        ):  # a call or a decorator that runs at import; a compile inside a function runs only when it is called
+            problems.append(
+                f"{filename}:{node.lineno}: uses torch.compile at import (no compilation at import or load)"
+            )
     return problems
 
 

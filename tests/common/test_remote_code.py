@@ -62,3 +62,21 @@ def test_isolated_remote_code_load_reproduces_outputs(spec, tmp_path):
         gen_inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
         generated = model.generate(**gen_inputs, max_new_tokens=max_new, do_sample=False)
         assert torch.equal(outputs["generated"], generated)
+
+
+def test_audit_refuses_compilation_at_import_only():
+    """torch.compile at import (a module-level call, a decorator, a default value) is refused; a compile inside a
+    function, which runs only when called (an opt-in fast path), is not."""
+    files = {"modeling_x.py"}
+    at_import = [
+        "import torch\nf = torch.compile(lambda x: x)\n",
+        "import torch\n@torch.compile\ndef f(x):\n    return x\n",
+        "import torch\n@torch.compile(mode='default')\ndef f(x):\n    return x\n",
+        "import torch\nclass M:\n    g = torch.compile(abs)\n",
+        "import torch\ndef f(x, g=torch.compile(abs)):\n    return g(x)\n",
+    ]
+    for source in at_import:
+        problems = audit_source(source, "modeling_x.py", files)
+        assert len(problems) == 1 and "torch.compile at import" in problems[0], (source, problems)
+    lazy = "import torch\n_C = {}\ndef fast(f):\n    if f not in _C:\n        _C[f] = torch.compile(f)\n    return _C[f]\n"
+    assert audit_source(lazy, "modeling_x.py", files) == []
