@@ -3,15 +3,17 @@ and tinyshakespeare at the baby-GPT step budget of the NGT / stock-Llama compari
 
 - overhead: `MhcForCausalLM` at the text config (configs/models/mhc/small.json: 4 layers, 128 wide, block 256,
   batch 16), same process, same batches, AdamW steps; tokens/s is the best of 3 rounds, the variants alternating
-  round by round so they see the same machine load. Variants: mHC n = 4 (the default), n = 1 (a plain pre-norm
-  residual transformer with the same weights otherwise), and HC n = 4 (unconstrained, for reference).
+  round by round so they see the same machine load. Variants: mHC n = 4 (the default), the same with
+  `compile_hyper_connections=True` (torch.compile; its compilation happens in the warmup steps), n = 1 (a plain
+  pre-norm residual transformer with the same weights otherwise), and HC n = 4 (unconstrained, for reference);
+  then mHC eager / compiled against n = 1 at 256 and 512 wide.
 - text: `hf-models train configs/train/mhc_tinyshakespeare_baby.yaml` (nanoGPT's baby-GPT recipe, 2000 steps),
   next to the numbers in benchmarks/ngt_baseline.json for NGT and the stock Llama on the same recipe.
 - mnist: `hf-models train configs/train/mhc_mnist_small.yaml` (the original recipe: dim 96, 6 layers, 4 heads,
-  rate 2, 5 epochs of AdamW 3e-4, batch 128), test accuracy per epoch and the wall-clock it took.
+  rate 2, 5 epochs of AdamW 3e-4, batch 128; cosine decay), test accuracy per epoch and the wall-clock it took.
 
     python scripts/bench_mhc.py                            # all three; writes benchmarks/mhc.json and .md
-    python scripts/bench_mhc.py --sections overhead        # only the step overhead (a minute or two)
+    python scripts/bench_mhc.py --sections overhead        # only the step overhead (about ten minutes)
 """
 
 import argparse
