@@ -108,9 +108,10 @@ def naive_mhc_coefficients(streams, phi, bias, gate, iterations, eps, dynamic=Tr
     return torch.sigmoid(pre_tilde), 2 * torch.sigmoid(post_tilde), naive_sinkhorn_knopp(res_tilde, iterations)
 
 
-def mhc_coefficients(streams, phi, bias, gate, iterations, eps, dynamic=True):
+def mhc_coefficients(streams, phi, bias, gate, iterations, eps, dynamic=True, sinkhorn=None):
     """`naive_mhc_coefficients` with one fused projection: the RMSNorm is a per-token scalar, so it is applied after
-    the (..., nC) x (nC, K) matmul instead of to the wide input, and the three gates scale the K outputs at once."""
+    the (..., nC) x (nC, K) matmul instead of to the wide input, and the three gates scale the K outputs at once.
+    `sinkhorn` is the projection to use (default `sinkhorn_knopp`; `mhc_read` passes `plain_sinkhorn_knopp`)."""
     n = streams.shape[-2]
     if dynamic:
         x = streams.flatten(-2).float()  # the coefficients are computed in float32 (under autocast too)
@@ -122,7 +123,7 @@ def mhc_coefficients(streams, phi, bias, gate, iterations, eps, dynamic=True):
         tilde = bias.float().expand(*streams.shape[:-2], bias.shape[0])
     pre = torch.sigmoid(tilde[..., :n])
     post = 2 * torch.sigmoid(tilde[..., n : 2 * n])
-    res = sinkhorn_knopp(tilde[..., 2 * n :].unflatten(-1, (n, n)), iterations)
+    res = (sinkhorn or sinkhorn_knopp)(tilde[..., 2 * n :].unflatten(-1, (n, n)), iterations)
     return pre, post, res
 
 
@@ -141,15 +142,8 @@ def mhc_read(streams, phi, bias, gate, iterations, eps):
     """The first half of an mHC hyper-connection as one function for `torch.compile`: the dynamic coefficients
     (`mhc_coefficients`) and the layer input h = sum_i H_pre[i] x_i (`collapse`), in plain ops.
     Returns h (..., C), H_post (..., n), H_res (..., n, n)."""
-    n = streams.shape[-2]
-    x = streams.flatten(-2).float()
-    inv_rms = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    gates = torch.cat([gate[0].expand(n), gate[1].expand(n), gate[2].expand(n * n)]).float()
-    tilde = (x @ phi.float().T) * inv_rms * gates + bias.float()
-    pre = torch.sigmoid(tilde[..., :n])
-    post = 2 * torch.sigmoid(tilde[..., n : 2 * n])
-    res = plain_sinkhorn_knopp(tilde[..., 2 * n :].unflatten(-1, (n, n)), iterations)
-    h = (pre.to(streams.dtype).unsqueeze(-1) * streams).sum(-2)
+    pre, post, res = mhc_coefficients(streams, phi, bias, gate, iterations, eps, sinkhorn=plain_sinkhorn_knopp)
+    h = (pre.to(streams.dtype).unsqueeze(-1) * streams).sum(-2)  # the collapse as a broadcast sum, which fuses
     return h, post, res
 
 
