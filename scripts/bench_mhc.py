@@ -3,10 +3,11 @@ and tinyshakespeare at the baby-GPT step budget of the NGT / stock-Llama compari
 
 - overhead: `MhcForCausalLM` at the text config (configs/models/mhc/small.json: 4 layers, 128 wide, block 256,
   batch 16), same process, same batches, AdamW steps; tokens/s is the best of 3 rounds, the variants alternating
-  round by round so they see the same machine load. Variants: mHC n = 4 (the default), the same with
-  `compile_hyper_connections=True` (torch.compile; its compilation happens in the warmup steps), n = 1 (a plain
-  pre-norm residual transformer with the same weights otherwise), and HC n = 4 (unconstrained, for reference);
-  then mHC eager / compiled against n = 1 at 256 and 512 wide.
+  round by round so they see the same machine load. Variants: mHC n = 4 as configured by default
+  (`hyper_connection_implementation="auto"`: the fused C++ CPU kernels), the same on PyTorch ops (`"eager"`) and
+  through torch.compile (`"compile"`; its compilation happens in the warmup steps), n = 1 (a plain pre-norm
+  residual transformer with the same weights otherwise), and HC n = 4 (unconstrained, eager, for reference); then
+  mHC fused / eager / compiled against n = 1 at 256 and 512 wide.
 - text: `hf-models train configs/train/mhc_tinyshakespeare_baby.yaml` (nanoGPT's baby-GPT recipe, 2000 steps),
   next to the numbers in benchmarks/ngt_baseline.json for NGT and the stock Llama on the same recipe.
 - mnist: `hf-models train configs/train/mhc_mnist_small.yaml` (the original recipe: dim 96, 6 layers, 4 heads,
@@ -32,13 +33,15 @@ from transformers import TrainerCallback
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from hf_models import MhcConfig, MhcForCausalLM  # noqa: E402
+from hf_models.mhc import kernels_mhc  # noqa: E402
 from hf_models.training.arguments import parse_train_args  # noqa: E402
 from hf_models.training.run import train  # noqa: E402
 
 
 VARIANTS = {
     "mhc_n4": {},
-    "mhc_n4_compiled": {"compile_hyper_connections": True},
+    "mhc_n4_eager": {"hyper_connection_implementation": "eager"},
+    "mhc_n4_compiled": {"hyper_connection_implementation": "compile"},
     "plain_n1": {"expansion_rate": 1},
     "hc_n4": {"hyper_connection_type": "hc"},
 }
@@ -47,6 +50,8 @@ VARIANTS = {
 def bench_overhead(steps, batch, seq, rounds=3, variants=VARIANTS, width=None):
     """Step times of `variants` (config overrides) at the text config, or at `width` (hidden size; 4 heads,
     feed-forward 4x) with everything else the same."""
+    if kernels_mhc.load() is None:  # "auto" would quietly measure the eager path
+        raise SystemExit(f"the fused mHC CPU kernels did not build: {kernels_mhc.load_error()}")
     base = MhcConfig.from_pretrained(str(ROOT / "configs" / "models" / "mhc" / "small.json")).to_dict()
     if width is not None:
         base.update(hidden_size=width, intermediate_size=4 * width)
@@ -87,7 +92,7 @@ WIDTHS = (256, 512)
 def bench_width_scaling(steps, batch, seq):
     """mHC n = 4 over n = 1 at wider models: the stream work grows as n * C per token, the layers' matmuls as C^2,
     so the relative overhead falls with the width."""
-    variants = {name: VARIANTS[name] for name in ("mhc_n4", "mhc_n4_compiled", "plain_n1")}
+    variants = {name: VARIANTS[name] for name in ("mhc_n4", "mhc_n4_eager", "mhc_n4_compiled", "plain_n1")}
     rows = {}
     for width in WIDTHS:
         run = bench_overhead(steps, batch, seq, rounds=2, variants=variants, width=width)
@@ -211,14 +216,15 @@ def render_markdown(report):
             )
         if o.get("widths"):
             lines += ["", "The same comparison at wider models (4 layers, 4 heads, feed-forward 4x, same batches; best of 2 "
-                      "rounds); `compiled` is `compile_hyper_connections=True`:", "",
-                      "| width | plain n=1 ms/step | mHC n=4 ms/step | / plain | mHC n=4 compiled ms/step | / plain |",
-                      "|---|---|---|---|---|---|"]  # fmt: skip
+                      "rounds); step time of mHC n=4 over n=1 for each implementation:", "",
+                      "| width | plain n=1 ms/step | mHC n=4 fused (auto) | eager | compiled |",
+                      "|---|---|---|---|---|"]  # fmt: skip
             for width, row in [(str(o.get("width", 128)), o["variants"]), *o["widths"].items()]:
-                mhc, fused = row["mhc_n4"], row.get("mhc_n4_compiled")
-                lines.append(f"| {width} | {row['plain_n1']['step_ms']:.1f} | {mhc['step_ms']:.1f} | "
-                             f"{mhc['step_time_over_plain']:.3f} | "
-                             + (f"{fused['step_ms']:.1f} | {fused['step_time_over_plain']:.3f} |" if fused else "- | - |"))  # fmt: skip
+                cells = [
+                    f"{row[name]['step_ms']:.1f} ms, {row[name]['step_time_over_plain']:.3f}x" if name in row else "-"
+                    for name in ("mhc_n4", "mhc_n4_eager", "mhc_n4_compiled")
+                ]
+                lines.append(f"| {width} | {row['plain_n1']['step_ms']:.1f} | " + " | ".join(cells) + " |")
     if "text" in report:
         t = report["text"]
         lines += ["", "## tinyshakespeare (characters), nanoGPT's baby-GPT recipe", "",

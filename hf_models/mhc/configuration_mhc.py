@@ -18,6 +18,7 @@ from transformers import PretrainedConfig
 
 
 HYPER_CONNECTION_TYPES = ("mhc", "hc")
+HYPER_CONNECTION_IMPLEMENTATIONS = ("auto", "eager", "compile")
 MODALITIES = ("text", "image")
 
 
@@ -64,12 +65,15 @@ class MhcConfig(PretrainedConfig):
             output). With identical streams (they start as copies of the embedding) the first forward is then
             exactly a plain residual network, up to the alpha-scaled dynamic terms.
         hyper_connection_eps (`float`, defaults to 1e-6): epsilon of the RMSNorm that feeds the coefficients.
-        compile_hyper_connections (`bool`, defaults to `False`): in training, run the mHC hyper-connection math (the
-            coefficients with Sinkhorn-Knopp and the collapse, then the stream update) through `torch.compile`, which
-            fuses its many passes over the n-times-wider streams into a few kernels (inductor: C++ on the CPU, which
-            needs a C compiler such as gcc; Triton on GPUs). The same equations as the eager path, tested to agree
-            on outputs and gradients; the first training steps pay the compilation. Evaluation and generation stay
-            eager. Applies to `hyper_connection_type="mhc"` with dynamic coefficients.
+        hyper_connection_implementation (`str`, defaults to `"auto"`): how the mHC hyper-connections (the coefficients
+            with Sinkhorn-Knopp, the collapse and the stream update) run in training. `"auto"`: on fused C++ CPU
+            kernels when the streams are float32 on the CPU (built once with `torch.utils.cpp_extension` on first use,
+            which needs a C++ compiler; cached in `TORCH_EXTENSIONS_DIR`, ~/.cache/torch_extensions by default; if
+            they cannot be built, a warning and the eager path), the eager PyTorch ops otherwise. `"eager"`: always
+            the PyTorch ops. `"compile"`: the same math as plain-op functions through `torch.compile` (inductor: C++
+            on the CPU, Triton on GPUs; the first steps pay the compilation). All three compute the same equations,
+            tested to agree on outputs and gradients. Evaluation and generation always run eager, so loading a model
+            never builds anything. Applies to `hyper_connection_type="mhc"` with dynamic coefficients.
         rms_norm_eps (`float`, defaults to 1e-6): epsilon of the layers' RMSNorms.
         hidden_dropout (`float`, defaults to 0.1): dropout on the embeddings, the attention output and the feed-forward
             output (the original's `dropout`).
@@ -112,7 +116,7 @@ class MhcConfig(PretrainedConfig):
         hyper_connection_gate_init=0.01,
         residual_diagonal_init=4.0,
         hyper_connection_eps=1e-6,
-        compile_hyper_connections=False,
+        hyper_connection_implementation="auto",
         rms_norm_eps=1e-6,
         hidden_dropout=0.1,
         attention_dropout=0.0,
@@ -146,7 +150,7 @@ class MhcConfig(PretrainedConfig):
         self.hyper_connection_gate_init = hyper_connection_gate_init
         self.residual_diagonal_init = residual_diagonal_init
         self.hyper_connection_eps = hyper_connection_eps
-        self.compile_hyper_connections = compile_hyper_connections
+        self.hyper_connection_implementation = hyper_connection_implementation
         self.rms_norm_eps = rms_norm_eps
         self.hidden_dropout = hidden_dropout
         self.attention_dropout = attention_dropout
@@ -191,6 +195,12 @@ class MhcConfig(PretrainedConfig):
             fail("modality", self.modality, f"must be one of {MODALITIES}")
         if self.hyper_connection_type not in HYPER_CONNECTION_TYPES:
             fail("hyper_connection_type", self.hyper_connection_type, f"must be one of {HYPER_CONNECTION_TYPES}")
+        if self.hyper_connection_implementation not in HYPER_CONNECTION_IMPLEMENTATIONS:
+            fail(
+                "hyper_connection_implementation",
+                self.hyper_connection_implementation,
+                f"must be one of {HYPER_CONNECTION_IMPLEMENTATIONS}",
+            )
         for field in (
             "vocab_size",
             "hidden_size",
@@ -237,7 +247,7 @@ class MhcConfig(PretrainedConfig):
                 fail(field, value, "must be in [0, 1)")
         if self.modality == "image" and int(self.num_patches * (1 - self.mask_ratio)) < 1:
             fail("mask_ratio", self.mask_ratio, f"keeps no patch of {self.num_patches}")
-        for field in ("is_causal", "dynamic_hyper_connections", "compile_hyper_connections"):
+        for field in ("is_causal", "dynamic_hyper_connections"):
             if not isinstance(getattr(self, field), bool):
                 fail(field, getattr(self, field), "must be true or false")
 

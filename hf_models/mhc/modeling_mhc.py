@@ -29,12 +29,17 @@ from transformers.modeling_outputs import CausalLMOutputWithPast, ImageClassifie
 from transformers.utils import ModelOutput, logging
 
 from .configuration_mhc import MhcConfig
+from .kernels_mhc import MAX_STREAMS as CPU_KERNELS_MAX_STREAMS
+from .kernels_mhc import load as load_cpu_kernels
+from .kernels_mhc import load_error as cpu_kernels_error
 from .ops_mhc import (
     collapse,
     compiled,
     composite_gain,
     drop_path,
     expand,
+    fused_mhc_read,
+    fused_mhc_write,
     hc_coefficients,
     masked_average_pool,
     mhc_coefficients,
@@ -97,11 +102,11 @@ class MhcHyperConnection(nn.Module):
         gate_init=0.01,
         residual_diagonal_init=4.0,
         eps=1e-6,
-        compile=False,
+        implementation="auto",
     ):
         super().__init__()
         self.n, self.index, self.kind, self.dynamic = expansion_rate, index, kind, dynamic
-        self.compile = compile and kind == "mhc" and dynamic
+        self.implementation = implementation
         self.sinkhorn_iterations, self.gate_init, self.residual_diagonal_init = (
             sinkhorn_iterations,
             gate_init,
@@ -146,29 +151,62 @@ class MhcHyperConnection(nn.Module):
             )
         return hc_coefficients(streams, self.phi, self.bias, self.gate, self.eps, self.dynamic)
 
-    def _compiled(self):
-        return self.compile and self.training and torch.is_grad_enabled()
+    def _path(self, streams):
+        """Which implementation runs this call (`MhcConfig.hyper_connection_implementation`): "fused" (the C++ CPU
+        kernels), "compile" or "eager". Only mHC with dynamic coefficients has the fast paths, and only in training
+        (evaluation and generation stay eager, so loading a model never builds or compiles anything)."""
+        if self.kind != "mhc" or not self.dynamic or not (self.training and torch.is_grad_enabled()):
+            return "eager"
+        if self.implementation == "compile":
+            return "compile"
+        if (
+            self.implementation == "auto"
+            and self.n <= CPU_KERNELS_MAX_STREAMS
+            and streams.device.type == "cpu"
+            and streams.dtype in (torch.float32, torch.float64)
+            and cpu_kernels() is not None
+        ):
+            return "fused"
+        return "eager"
 
     def forward(self, streams):
-        """Streams (B, T, n, C) -> the layer input h (B, T, C) and the coefficients `add_output` needs."""
+        """Streams (B, T, n, C) -> the layer input h (B, T, C) and the state `add_output` needs."""
         if self.n == 1:
-            return streams[..., 0, :], None
-        if self._compiled():
-            h, post, res = compiled(mhc_read)(
-                streams, self.phi, self.bias, self.gate, self.sinkhorn_iterations, self.eps
-            )
-            return h, (post, res)
-        pre, post, res = self.coefficients(streams)
-        return collapse(streams, pre), (post, res)
+            return streams[..., 0, :], ("eager", streams, None, None, None)
+        path = self._path(streams)
+        args = (self.phi, self.bias, self.gate, self.sinkhorn_iterations, self.eps)
+        link = None
+        if path == "fused":  # the two halves share their backward through `link`
+            h, post, res, link = fused_mhc_read(streams, *args, cpu_kernels())
+        elif path == "compile":
+            h, post, res = compiled(mhc_read)(streams, *args)
+        else:
+            pre, post, res = self.coefficients(streams)
+            h = collapse(streams, pre)
+        return h, (path, streams, post, res, link)
 
-    def add_output(self, streams, coefficients, output):
-        """x'_i = sum_j H_res[i, j] x_j + H_post[i] F(h); output F(h) (B, T, C)."""
-        if self.n == 1:
+    def add_output(self, state, output):
+        """x'_i = sum_j H_res[i, j] x_j + H_post[i] F(h): `state` from `forward`, the layer output F(h) (B, T, C)."""
+        path, streams, post, res, link = state
+        if post is None:  # n = 1: the plain residual
             return streams + output.unsqueeze(-2)
-        post, res = coefficients
-        if self._compiled():
+        if path == "fused":
+            return fused_mhc_write(streams, res, post, output, cpu_kernels(), link)
+        if path == "compile":
             return compiled(mhc_write)(streams, res, post, output)
         return expand(streams, res, post, output)
+
+
+def cpu_kernels():
+    """The fused CPU kernels (`kernels_mhc.load()`, built on the first call in a process), or None, with a warning
+    the first time, when they cannot be built."""
+    kernels = load_cpu_kernels()
+    if kernels is None:
+        logger.warning_once(
+            "mHC: the fused CPU kernels could not be built, the hyper-connections run on PyTorch ops "
+            f"(hyper_connection_implementation='auto'): {cpu_kernels_error()}"
+        )
+    return kernels
 
 
 class MhcAttention(nn.Module):
@@ -225,7 +263,7 @@ class MhcBlock(GradientCheckpointingLayer):
             gate_init=config.hyper_connection_gate_init,
             residual_diagonal_init=config.residual_diagonal_init,
             eps=config.hyper_connection_eps,
-            compile=config.compile_hyper_connections,
+            implementation=config.hyper_connection_implementation,
         )
         size, n = config.hidden_size, config.expansion_rate
         self.attn_hc = MhcHyperConnection(size, n, 2 * layer_idx, **hc_kwargs)
@@ -242,11 +280,11 @@ class MhcBlock(GradientCheckpointingLayer):
         return drop_path(self.dropout(output), self.drop_path_rate, self.training)
 
     def forward(self, streams, attention_mask=None, is_causal=False, cache=None):
-        h, coefficients = self.attn_hc(streams)
+        h, state = self.attn_hc(streams)
         out = self.attn(self.attn_norm(h), attention_mask=attention_mask, is_causal=is_causal, cache=cache)
-        streams = self.attn_hc.add_output(streams, coefficients, self._branch(out))
-        h, coefficients = self.mlp_hc(streams)
-        return self.mlp_hc.add_output(streams, coefficients, self._branch(self.mlp(self.mlp_norm(h))))
+        streams = self.attn_hc.add_output(state, self._branch(out))
+        h, state = self.mlp_hc(streams)
+        return self.mlp_hc.add_output(state, self._branch(self.mlp(self.mlp_norm(h))))
 
 
 class MhcPatchEmbedding(nn.Module):

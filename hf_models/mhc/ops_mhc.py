@@ -154,6 +154,88 @@ def mhc_write(streams, res, post, output):
     return mixed + post.to(dtype).unsqueeze(-1) * output.unsqueeze(-2)
 
 
+class _FusedRead(torch.autograd.Function):
+    """The first half of an mHC hyper-connection on the fused CPU kernels (`kernels_mhc`), and the backward of both
+    halves but dL/dF(h).
+
+    The backward of the stream update (`_FusedWrite`) needs only dL/dF(h) before F's own backward runs; the rest of
+    it (dL/dx through H_res, dL/dH_res, dL/dH_post) is computed here, in the same pass over the tokens as this half's
+    own backward, from dL/dx' and F(h) that `_FusedWrite.backward` leaves in the shared `link`. That saves writing and
+    reading back a (B, T, n, C) gradient per hyper-connection. The order is guaranteed: this backward consumes the
+    gradient of H_post, which `_FusedWrite.backward` produces. Gradients of h, H_post and H_res arriving from any
+    other use are added as usual."""
+
+    @staticmethod
+    def forward(ctx, streams, phi, bias, gate, iterations, eps, kernels, link):
+        *lead, n, C = streams.shape
+        x = streams.reshape(-1, n, C)  # (M, n, C)
+        with torch.autocast(streams.device.type, enabled=False):  # the coefficients stay in the stream dtype
+            h, post, res, proj, tilde, inv_rms = kernels.read_forward(x, phi.to(x.dtype), bias, gate, iterations, eps)
+        ctx.save_for_backward(x, phi, gate, res, proj, tilde, inv_rms)
+        ctx.iterations, ctx.kernels, ctx.shape, ctx.link = iterations, kernels, streams.shape, link
+        return h.view(*lead, C), post.view(*lead, n), res.view(*lead, n, n)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_h, grad_post, grad_res):
+        x, phi, gate, res, proj, tilde, inv_rms = ctx.saved_tensors
+        M, n, C = x.shape
+
+        def flat(grad, *shape):
+            return x.new_zeros(shape) if grad is None else grad.reshape(shape).to(x.dtype).contiguous()
+
+        grad_streams, output = ctx.link.pop("update", (x.new_empty(0), x.new_empty(0)))
+        dx, dtilde, grad_phi = ctx.kernels.read_backward(
+            grad_streams, output, flat(grad_h, M, C), flat(grad_post, M, n), flat(grad_res, M, n, n),
+            x, phi.to(x.dtype), res, proj, tilde, inv_rms, gate, ctx.iterations,
+        )  # fmt: skip
+        per_k = (dtilde * proj * inv_rms.unsqueeze(-1)).sum(0)  # d tilde_k / d gate(k) = proj_k * inv_rms
+        grad_gate = torch.stack([per_k[:n].sum(), per_k[n : 2 * n].sum(), per_k[2 * n :].sum()]).to(gate.dtype)
+        grads = (dx.view(ctx.shape), grad_phi.to(phi.dtype), dtilde.sum(0).to(phi.dtype), grad_gate)
+        return grads + (None,) * 4
+
+
+class _FusedWrite(torch.autograd.Function):
+    """The stream update x'_i = sum_j H_res[i, j] x_j + H_post[i] F(h) on the fused CPU kernels. Its backward
+    computes dL/dF(h) and hands dL/dx' and F(h) to `_FusedRead.backward` (through `link`), which adds this function's
+    gradients for x, H_res and H_post; so it returns none for them here (a zero one for H_post, which makes autograd
+    run `_FusedRead.backward` even when nothing else reaches it)."""
+
+    @staticmethod
+    def forward(ctx, streams, res, post, output, kernels, link):
+        *lead, n, C = streams.shape
+        x = streams.reshape(-1, n, C)
+        out = output.reshape(-1, C).to(x.dtype).contiguous()
+        res, post = res.reshape(-1, n, n).contiguous(), post.reshape(-1, n).contiguous()
+        ctx.save_for_backward(post, out)
+        ctx.kernels, ctx.output_dtype, ctx.link, ctx.post_shape = kernels, output.dtype, link, post.shape
+        return kernels.write_forward(x, res, post, out).view(streams.shape)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        post, out = ctx.saved_tensors
+        *lead, n, C = grad.shape
+        grad = grad.reshape(-1, n, C).to(out.dtype).contiguous()
+        ctx.link["update"] = (grad, out)
+        dout = ctx.kernels.write_backward(grad, post).view(*lead, C).to(ctx.output_dtype)
+        return None, None, post.new_zeros(*lead, n), dout, None, None
+
+
+def fused_mhc_read(streams, phi, bias, gate, iterations, eps, kernels):
+    """`mhc_read` on the fused CPU kernels (`kernels` = `kernels_mhc.load()`): streams (..., n, C), float32 or
+    float64 on the CPU -> h (..., C), H_post (..., n), H_res (..., n, n), and the link to pass to `fused_mhc_write`
+    (the two halves share their backward)."""
+    link = {}
+    return (*_FusedRead.apply(streams.contiguous(), phi, bias, gate, iterations, eps, kernels, link), link)
+
+
+def fused_mhc_write(streams, res, post, output, kernels, link):
+    """`expand` on the fused CPU kernels: x'_i = sum_j H_res[i, j] x_j + H_post[i] F(h), for the `link` that
+    `fused_mhc_read` returned with H_res and H_post from the same streams."""
+    return _FusedWrite.apply(streams.contiguous(), res, post, output, kernels, link)
+
+
 _COMPILED = {}
 
 

@@ -127,11 +127,11 @@ def test_compile_ready_forms_equal_the_eager_paths_with_gradients():
 
 @pytest.mark.slow
 def test_compiled_hyper_connections_train_like_the_eager_model():
-    """`compile_hyper_connections=True`: the same loss and gradients as the eager model (torch.compile, training
+    """`hyper_connection_implementation="compile"`: the same loss and gradients as the eager model (torch.compile, training
     only), and evaluation stays eager."""
     torch.manual_seed(0)
-    eager = _perturb(MhcForCausalLM(_config())).train()
-    fused = MhcForCausalLM(_config(compile_hyper_connections=True)).train()
+    eager = _perturb(MhcForCausalLM(_config(hyper_connection_implementation="eager"))).train()
+    fused = MhcForCausalLM(_config(hyper_connection_implementation="compile")).train()
     fused.load_state_dict(eager.state_dict())
     ids = torch.randint(1, 64, (2, 16), generator=torch.Generator().manual_seed(1))
     losses = []

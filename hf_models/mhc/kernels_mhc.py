@@ -1,0 +1,587 @@
+"""Fused CPU kernels for the mHC hyper-connection (arXiv 2512.24880), built on first use with
+`torch.utils.cpp_extension` (a C++ compiler is needed; the build is cached, by default under
+~/.cache/torch_extensions).
+
+Why: at the widths of a CPU model the hyper-connection is memory-bound. The streams x (M tokens, n, C) are n times
+the hidden state, and the eager path reads and writes them in a dozen separate kernels per hyper-connection in each
+direction. These kernels walk the tokens once per phase, doing all of one token's work (its n x C streams fit in L1)
+before moving on:
+
+    read_forward    x  ->  h = sum_i H_pre[i] x_i, H_post, H_res (and P = x phi^T, H~, the RMS for the backward)
+    write_forward   x, H_res, H_post, F(h)  ->  x'_i = sum_j H_res[i, j] x_j + H_post[i] F(h)
+    write_backward  dL/dx'  ->  dL/dF(h) only: what F's backward needs first
+    read_backward   dL/dx', F(h), dL/dh  ->  dL/dx, dL/dH~, dL/dphi: the rest of both halves in one pass
+
+The projections by phi (P = x phi^T forward; dL/dx += dL/dP phi and dL/dphi += dL/dP^T x backward) are BLAS calls on
+chunks of 128 tokens, made while the chunk's streams are in cache. Sinkhorn-Knopp runs on blocks of tokens, vectorised
+across the tokens, in its scaling form; its backward rebuilds the iterates and walks back through them.
+
+Tokens are split over torch's intra-op threads (`at::parallel_for`). float32 and float64 (the latter for tests).
+Nothing here runs at import: `load()` builds or loads the extension when a model first asks for it.
+"""
+
+import threading
+
+import torch
+
+
+_SOURCE = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <vector>
+
+namespace {
+
+using torch::Tensor;
+
+constexpr int64_t kBlock = 8;        // tokens per Sinkhorn-Knopp block (one vector of lanes per matrix entry)
+constexpr int64_t kMaxStreams = 16;  // expansion rates up to 16 (checked)
+constexpr int64_t kChunk = 64;       // tokens per BLAS call inside a thread's range (their rows stay in L2)
+
+template <typename T>
+inline T sigmoid(T v) { return T(1) / (T(1) + std::exp(-v)); }
+
+template <typename T>
+inline T dot(const T* a, const T* b, int64_t size) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t c = 0; c < size; ++c) s += a[c] * b[c];
+  return s;
+}
+
+// dst = a * src
+template <typename T>
+inline void scaled(T* dst, T a, const T* src, int64_t size) {
+#pragma omp simd
+  for (int64_t c = 0; c < size; ++c) dst[c] = a * src[c];
+}
+
+// dst += a * src
+template <typename T>
+inline void add_scaled(T* dst, T a, const T* src, int64_t size) {
+#pragma omp simd
+  for (int64_t c = 0; c < size; ++c) dst[c] += a * src[c];
+}
+
+// A token's channel loops in vectors of 8 lanes (GCC/Clang vector extensions): one sweep over the channels serves all
+// of a token's rows at once, each row loaded once per 8 channels instead of once per dot product or update.
+template <typename T>
+struct Lanes8 {
+  typedef T type __attribute__((vector_size(8 * sizeof(T))));
+};
+template <typename T>
+using V8 = typename Lanes8<T>::type;
+
+template <typename T>
+inline V8<T> load8(const T* p) {
+  V8<T> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T>
+inline void store8(T* p, const V8<T>& v) { std::memcpy(p, &v, sizeof(v)); }
+
+template <typename T>
+inline T lane_sum(const V8<T>& v) {
+  T s = v[0];
+  for (int b = 1; b < 8; ++b) s += v[b];
+  return s;
+}
+
+// out[r * NB + j] = <a_r, b_j> for rows a_0..a_{na-1}, b_0..b_{NB-1} of length C: two a-rows per sweep over the
+// channels, the 2 NB sums in registers (NB is a compile-time count, so the loops unroll)
+template <typename T, int NB>
+void dots_fixed(const T* const* a, int64_t na, const T* const* b, int64_t C, T* out) {
+  const int64_t body = C - C % 8;
+  for (int64_t r = 0; r < na; r += 2) {
+    const T* a0 = a[r];
+    const T* a1 = r + 1 < na ? a[r + 1] : a[r];
+    V8<T> acc0[NB], acc1[NB];
+    for (int j = 0; j < NB; ++j) acc0[j] = acc1[j] = V8<T>{};
+    for (int64_t c = 0; c < body; c += 8) {
+      const V8<T> x0 = load8(a0 + c), x1 = load8(a1 + c);
+      for (int j = 0; j < NB; ++j) {
+        const V8<T> y = load8(b[j] + c);
+        acc0[j] += x0 * y;
+        acc1[j] += x1 * y;
+      }
+    }
+    for (int j = 0; j < NB; ++j) {
+      T s0 = lane_sum<T>(acc0[j]), s1 = lane_sum<T>(acc1[j]);
+      for (int64_t c = body; c < C; ++c) {
+        s0 += a0[c] * b[j][c];
+        s1 += a1[c] * b[j][c];
+      }
+      out[r * NB + j] = s0;
+      if (r + 1 < na) out[(r + 1) * NB + j] = s1;
+    }
+  }
+}
+
+// the same for any nb (plain dot products)
+template <typename T>
+void dots(const T* const* a, int64_t na, const T* const* b, int64_t nb, int64_t C, T* out) {
+  switch (nb) {
+    case 2: return dots_fixed<T, 2>(a, na, b, C, out);
+    case 3: return dots_fixed<T, 3>(a, na, b, C, out);
+    case 4: return dots_fixed<T, 4>(a, na, b, C, out);
+    case 5: return dots_fixed<T, 5>(a, na, b, C, out);
+    default:
+      for (int64_t r = 0; r < na; ++r)
+        for (int64_t j = 0; j < nb; ++j) out[r * nb + j] = dot(a[r], b[j], C);
+  }
+}
+
+// y_i = sum_j w[i * N + j] x_j + p_i o (i < N) over C channels in one sweep, the N rows of x in registers
+template <typename T, int N>
+void mix_fixed(T* y, const T* w, const T* x, const T* p, const T* o, int64_t C) {
+  const int64_t body = C - C % 8;
+  for (int64_t c = 0; c < body; c += 8) {
+    V8<T> xs[N];
+    for (int j = 0; j < N; ++j) xs[j] = load8(x + j * C + c);
+    const V8<T> oc = load8(o + c);
+    for (int i = 0; i < N; ++i) {
+      V8<T> v = oc * p[i];
+      for (int j = 0; j < N; ++j) v += xs[j] * w[i * N + j];
+      store8(y + i * C + c, v);
+    }
+  }
+  for (int64_t c = body; c < C; ++c)
+    for (int i = 0; i < N; ++i) {
+      T v = o[c] * p[i];
+      for (int j = 0; j < N; ++j) v += x[j * C + c] * w[i * N + j];
+      y[i * C + c] = v;
+    }
+}
+
+template <typename T>
+void mix(T* y, const T* w, const T* x, const T* p, const T* o, int64_t n, int64_t C) {
+  switch (n) {
+    case 2: return mix_fixed<T, 2>(y, w, x, p, o, C);
+    case 3: return mix_fixed<T, 3>(y, w, x, p, o, C);
+    case 4: return mix_fixed<T, 4>(y, w, x, p, o, C);
+    default:
+      for (int64_t i = 0; i < n; ++i) {
+        scaled(y + i * C, p[i], o, C);
+        for (int64_t j = 0; j < n; ++j) add_scaled(y + i * C, w[i * n + j], x + j * C, C);
+      }
+  }
+}
+
+// Sinkhorn-Knopp on a block of kBlock tokens at once: every entry of the n x n matrices is a vector over the block's
+// tokens (GCC/Clang vector extensions), so each step is a few SIMD instructions (the matrices alone are too small to
+// vectorise). It runs in the scaling form: with E = exp(z - max), the t-th iterate is diag(u_t) E diag(v_t), where
+// the column step is v_t = 1 / (E^T u_{t-1}) and the row step u_t = 1 / (E v_t), u_0 = 1: the same sequence of
+// matrices as dividing the columns, then the rows of the matrix by their sums, with 2n divisions and 2n^2
+// multiply-adds per iteration instead of 2n^2 of each.
+
+template <typename T>
+struct Lanes {
+  typedef T type __attribute__((vector_size(kBlock * sizeof(T))));
+};
+template <typename T>
+using Vec = typename Lanes<T>::type;
+
+template <typename T>
+inline Vec<T> splat(T value) {
+  Vec<T> v;
+  for (int64_t b = 0; b < kBlock; ++b) v[b] = value;
+  return v;
+}
+
+// E = exp(z - max) (n*n vectors) and the scalings: scale [iterations + 1][2n] holds (v_t, u_t), (1, 1) at t = 0.
+template <typename T>
+void sinkhorn_scalings(const Vec<T>* z, Vec<T>* e, Vec<T>* scale, int64_t n, int64_t iterations) {
+  const Vec<T> tiny = splat(std::numeric_limits<T>::min()), one = splat(T(1));
+  Vec<T> top = z[0];
+  for (int64_t k = 1; k < n * n; ++k) top = z[k] > top ? z[k] : top;
+  for (int64_t k = 0; k < n * n; ++k) {
+    const Vec<T> shifted = z[k] - top;
+    for (int64_t b = 0; b < kBlock; ++b) e[k][b] = std::exp(shifted[b]);
+  }
+  for (int64_t k = 0; k < 2 * n; ++k) scale[k] = one;
+  for (int64_t t = 1; t <= iterations; ++t) {
+    const Vec<T>* u_last = scale + (2 * t - 1) * n;
+    Vec<T>* v = scale + 2 * t * n;
+    Vec<T>* u = v + n;
+    for (int64_t j = 0; j < n; ++j) {  // columns: v_j = 1 / sum_i E_ij u_i
+      Vec<T> sum = e[j] * u_last[0];
+      for (int64_t i = 1; i < n; ++i) sum += e[i * n + j] * u_last[i];
+      v[j] = one / (sum > tiny ? sum : tiny);
+    }
+    for (int64_t i = 0; i < n; ++i) {  // rows: u_i = 1 / sum_j E_ij v_j
+      Vec<T> sum = e[i * n] * v[0];
+      for (int64_t j = 1; j < n; ++j) sum += e[i * n + j] * v[j];
+      u[i] = one / (sum > tiny ? sum : tiny);
+    }
+  }
+}
+
+// z (n*n vectors) -> m = Sinkhorn(exp(z)) = diag(u) E diag(v); e and scale are work space as above.
+template <typename T>
+void sinkhorn_forward(const Vec<T>* z, Vec<T>* m, Vec<T>* e, Vec<T>* scale, int64_t n, int64_t iterations) {
+  sinkhorn_scalings<T>(z, e, scale, n, iterations);
+  const Vec<T>* v = scale + 2 * iterations * n;
+  const Vec<T>* u = v + n;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) m[i * n + j] = u[i] * e[i * n + j] * v[j];
+}
+
+// g (n*n vectors): dL/dm on entry, dL/dz on exit. Rebuilds E and the scalings, then walks the iterations back:
+// through u_t = 1/a (a = E v_t): da = -du u_t^2, dE += da v_t^T, dv_t = E^T da; through v_t = 1/b (b = E^T u_{t-1}):
+// db = -dv v_t^2, dE += u_{t-1} db^T, du_{t-1} = E db; finally through E = exp(z - max): dz = dE E.
+template <typename T>
+void sinkhorn_backward(const Vec<T>* z, Vec<T>* g, Vec<T>* e, Vec<T>* scale, Vec<T>* de, int64_t n,
+                       int64_t iterations) {
+  sinkhorn_scalings<T>(z, e, scale, n, iterations);
+  Vec<T> du[kMaxStreams], dv[kMaxStreams], d[kMaxStreams];
+  const Vec<T> zero = splat(T(0));
+  {  // m_ij = u_i E_ij v_j
+    const Vec<T>* v = scale + 2 * iterations * n;
+    const Vec<T>* u = v + n;
+    for (int64_t k = 0; k < n; ++k) du[k] = dv[k] = zero;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t k = i * n + j;
+        const Vec<T> ge = g[k] * e[k];
+        de[k] = g[k] * u[i] * v[j];
+        du[i] += ge * v[j];
+        dv[j] += ge * u[i];
+      }
+  }
+  for (int64_t t = iterations; t >= 1; --t) {
+    const Vec<T>* v = scale + 2 * t * n;
+    const Vec<T>* u = v + n;
+    const Vec<T>* u_last = v - n;
+    for (int64_t i = 0; i < n; ++i) d[i] = -du[i] * u[i] * u[i];  // da
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        de[i * n + j] += d[i] * v[j];
+        dv[j] += e[i * n + j] * d[i];
+      }
+    for (int64_t j = 0; j < n; ++j) d[j] = -dv[j] * v[j] * v[j];  // db
+    for (int64_t i = 0; i < n; ++i) du[i] = zero;
+    for (int64_t j = 0; j < n; ++j) dv[j] = zero;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        de[i * n + j] += u_last[i] * d[j];
+        du[i] += e[i * n + j] * d[j];
+      }
+  }
+  for (int64_t k = 0; k < n * n; ++k) g[k] = de[k] * e[k];
+}
+
+// entries offset..offset+width of `count` rows of `source` (row stride `stride`) -> width vectors, zero-padded
+template <typename T>
+void gather(const T* source, int64_t stride, int64_t offset, int64_t width, int64_t count, Vec<T>* block) {
+  for (int64_t k = 0; k < width; ++k)
+    for (int64_t b = 0; b < kBlock; ++b) block[k][b] = b < count ? source[b * stride + offset + k] : T(0);
+}
+
+template <typename T>
+void scatter(const Vec<T>* block, int64_t stride, int64_t offset, int64_t width, int64_t count, T* target) {
+  for (int64_t b = 0; b < count; ++b)
+    for (int64_t k = 0; k < width; ++k) target[b * stride + offset + k] = block[k][b];
+}
+
+inline int64_t grain(int64_t per_token) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, per_token)); }
+
+void check(const Tensor& t, const char* name, int64_t dim) {
+  TORCH_CHECK(t.device().is_cpu(), name, " must be on the CPU");
+  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+  TORCH_CHECK(t.dim() == dim, name, " must have ", dim, " dimensions, got ", t.dim());
+}
+
+}  // namespace
+
+// x (M, n, C), phi (K, nC), bias (K), gate (3) -> h (M, C), post (M, n), res (M, n, n), and for the backward
+// proj = x phi^T (M, K), tilde (M, K), inv_rms (M)
+std::vector<Tensor> read_forward(Tensor x, Tensor phi, Tensor bias, Tensor gate, int64_t iterations, double eps) {
+  check(x, "x", 3);
+  check(phi, "phi", 2);
+  const int64_t M = x.size(0), n = x.size(1), C = x.size(2), K = 2 * n + n * n, D = n * C;
+  TORCH_CHECK(phi.size(0) == K && phi.size(1) == D, "phi must be (2n + n^2, n C)");
+  TORCH_CHECK(n <= kMaxStreams, "at most ", kMaxStreams, " streams");
+  auto h = torch::empty({M, C}, x.options());
+  auto post = torch::empty({M, n}, x.options());
+  auto res = torch::empty({M, n, n}, x.options());
+  auto proj = torch::empty({M, K}, x.options());
+  auto tilde = torch::empty({M, K}, x.options());
+  auto inv = torch::empty({M}, x.options());
+  const auto x2d = x.view({M, D});
+  const auto phi_t = phi.t();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mhc_read_forward", [&] {
+    using T = scalar_t;
+    const T* X = x.data_ptr<T>();
+    const T* P = proj.data_ptr<T>();
+    auto b = bias.contiguous().to(x.scalar_type());
+    auto g = gate.contiguous().to(x.scalar_type());
+    const T* B = b.data_ptr<T>();
+    const T* G = g.data_ptr<T>();
+    T* Hh = h.data_ptr<T>();
+    T* Po = post.data_ptr<T>();
+    T* R = res.data_ptr<T>();
+    T* Ti = tilde.data_ptr<T>();
+    T* I = inv.data_ptr<T>();
+    at::parallel_for(0, M, grain(D), [&](int64_t begin, int64_t end) {
+      at::NoGradGuard no_grad;  // grad mode is per thread: the pool's threads would record the BLAS calls
+      std::vector<T> pre(n);
+      std::vector<Vec<T>> z(n * n), m(n * n), e(n * n), scale(2 * n * (iterations + 1));
+      for (int64_t first = begin; first < end; first += kChunk) {
+        const int64_t last = std::min(end, first + kChunk);
+        // P = x phi^T for this chunk (BLAS), while its streams are in cache for the pass below
+        auto proj_rows = proj.narrow(0, first, last - first);
+        at::mm_out(proj_rows, x2d.narrow(0, first, last - first), phi_t);
+        for (int64_t t = first; t < last; ++t) {
+          const T* xs = X + t * D;
+          T* tl = Ti + t * K;
+          const T inv_rms = T(1) / std::sqrt(dot(xs, xs, D) / T(D) + T(eps));
+          I[t] = inv_rms;
+          for (int64_t k = 0; k < K; ++k) tl[k] = P[t * K + k] * inv_rms * G[k < n ? 0 : (k < 2 * n ? 1 : 2)] + B[k];
+          for (int64_t i = 0; i < n; ++i) {
+            pre[i] = sigmoid(tl[i]);
+            Po[t * n + i] = T(2) * sigmoid(tl[n + i]);
+          }
+          T* ht = Hh + t * C;
+          scaled(ht, pre[0], xs, C);
+          for (int64_t i = 1; i < n; ++i) add_scaled(ht, pre[i], xs + i * C, C);
+        }
+        for (int64_t t = first; t < last; t += kBlock) {  // H_res, kBlock tokens at a time
+          const int64_t count = std::min(kBlock, last - t);
+          gather<T>(Ti + t * K, K, 2 * n, n * n, count, z.data());
+          sinkhorn_forward<T>(z.data(), m.data(), e.data(), scale.data(), n, iterations);
+          scatter<T>(m.data(), n * n, 0, n * n, count, R + t * n * n);
+        }
+      }
+    });
+  });
+  return {h, post, res, proj, tilde, inv};
+}
+
+// x (M, n, C), res (M, n, n), post (M, n), out (M, C) -> x' (M, n, C)
+Tensor write_forward(Tensor x, Tensor res, Tensor post, Tensor out) {
+  check(x, "x", 3);
+  check(res, "res", 3);
+  check(post, "post", 2);
+  check(out, "out", 2);
+  const int64_t M = x.size(0), n = x.size(1), C = x.size(2), D = n * C;
+  auto y = torch::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mhc_write_forward", [&] {
+    using T = scalar_t;
+    const T* X = x.data_ptr<T>();
+    const T* R = res.data_ptr<T>();
+    const T* Po = post.data_ptr<T>();
+    const T* O = out.data_ptr<T>();
+    T* Y = y.data_ptr<T>();
+    at::parallel_for(0, M, grain(D), [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const T* xs = X + t * D;
+        const T* o = O + t * C;
+        const T* r = R + t * n * n;
+        mix(Y + t * D, r, xs, Po + t * n, o, n, C);
+      }
+    });
+  });
+  return y;
+}
+
+// grad (M, n, C) = dL/dx', post (M, n) -> dout = dL/dF(h) = sum_i H_post[i] grad_i (M, C): the one gradient the layer
+// F needs before its own backward. The rest of the stream update's backward waits for read_backward, which then has
+// dL/dh as well and does everything in one pass over the tokens.
+Tensor write_backward(Tensor grad, Tensor post) {
+  check(grad, "grad", 3);
+  check(post, "post", 2);
+  const int64_t M = grad.size(0), n = grad.size(1), C = grad.size(2), D = n * C;
+  auto dout = torch::empty({M, C}, grad.options());
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "mhc_write_backward", [&] {
+    using T = scalar_t;
+    const T* Gr = grad.data_ptr<T>();
+    const T* Po = post.data_ptr<T>();
+    T* DO = dout.data_ptr<T>();
+    at::parallel_for(0, M, grain(D), [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        T* d_out = DO + t * C;
+        scaled(d_out, Po[t * n], Gr + t * D, C);
+        for (int64_t i = 1; i < n; ++i) add_scaled(d_out, Po[t * n + i], Gr + t * D + i * C, C);
+      }
+    });
+  });
+  return dout;
+}
+
+// The backward of a whole hyper-connection but dL/dF(h):
+//   grad (M, n, C) = dL/dx' (an empty tensor when x' got no gradient), out (M, C) = F(h), gh (M, C) = dL/dh,
+//   gpost (M, n), gres (M, n, n): gradients H_post and H_res received from elsewhere (zeros when only the update
+//   used them); x, phi, res, proj, tilde, inv_rms from read_forward; gate (3)
+// -> dx (M, n, C), dtilde = dL/dH~ (M, K), dphi (K, nC).
+// Per chunk of tokens: the coefficient gradients dL/dH_res[i, j] = <grad_i, x_j>, dL/dH_post[i] = <grad_i, F(h)>,
+// dL/dH_pre[i] = <dL/dh, x_i>; Sinkhorn's backward; then dx_j = sum_i H_res[i, j] grad_i + H_pre[j] dL/dh + the RMS
+// term, and the phi terms by BLAS while the chunk is in cache.
+std::vector<Tensor> read_backward(Tensor grad, Tensor out, Tensor gh, Tensor gpost, Tensor gres, Tensor x, Tensor phi,
+                                  Tensor res, Tensor proj, Tensor tilde, Tensor inv, Tensor gate, int64_t iterations) {
+  check(x, "x", 3);
+  check(gh, "gh", 2);
+  check(gpost, "gpost", 2);
+  check(gres, "gres", 3);
+  check(phi, "phi", 2);
+  check(res, "res", 3);
+  const bool has_grad = grad.defined() && grad.numel() > 0;
+  if (has_grad) {
+    check(grad, "grad", 3);
+    check(out, "out", 2);
+  }
+  const int64_t M = x.size(0), n = x.size(1), C = x.size(2), K = 2 * n + n * n, D = n * C;
+  TORCH_CHECK(n <= kMaxStreams, "at most ", kMaxStreams, " streams");
+  auto dx = torch::empty_like(x);
+  auto dproj = torch::empty({M, K}, x.options());
+  auto dtilde = torch::empty({M, K}, x.options());
+  auto dphi = torch::zeros({K, D}, x.options());
+  const auto x2d = x.view({M, D});
+  const auto dx2d = dx.view({M, D});
+  std::mutex dphi_lock;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mhc_read_backward", [&] {
+    using T = scalar_t;
+    const T* Gr = has_grad ? grad.data_ptr<T>() : nullptr;
+    const T* O = has_grad ? out.data_ptr<T>() : nullptr;
+    const T* GH = gh.data_ptr<T>();
+    const T* GP = gpost.data_ptr<T>();
+    const T* GR = gres.data_ptr<T>();
+    const T* X = x.data_ptr<T>();
+    const T* R = res.data_ptr<T>();
+    const T* P = proj.data_ptr<T>();
+    const T* Ti = tilde.data_ptr<T>();
+    const T* I = inv.data_ptr<T>();
+    auto g = gate.contiguous().to(x.scalar_type());
+    const T* Ga = g.data_ptr<T>();
+    T* DX = dx.data_ptr<T>();
+    T* DP = dproj.data_ptr<T>();
+    T* DT = dtilde.data_ptr<T>();
+    at::parallel_for(0, M, grain(D), [&](int64_t begin, int64_t end) {
+      at::NoGradGuard no_grad;  // grad mode is per thread: the pool's threads would record the BLAS calls
+      std::vector<T> pre(n), products((n + 1) * (n + 1)), transposed(n * n);
+      std::vector<const T*> rows_a(n + 1), rows_b(n + 1);
+      std::vector<Vec<T>> z(n * n), gz(n * n), e(n * n), de(n * n), scale(2 * n * (iterations + 1));
+      auto dphi_part = torch::zeros({K, D}, x.options());
+      for (int64_t first = begin; first < end; first += kChunk) {
+        const int64_t last = std::min(end, first + kChunk);
+        for (int64_t t = first; t < last; ++t) {  // gradients of H_pre, H_post, H_res (kept in dtilde's rows)
+          const T* xs = X + t * D;
+          T* dt = DT + t * K;
+          // rows a = grad_0..grad_{n-1}, dL/dh; b = x_0..x_{n-1}, F(h): <grad_i, x_j> = dH_res[i, j],
+          // <grad_i, F(h)> = dH_post[i], <dL/dh, x_j> = dH_pre[j]
+          for (int64_t i = 0; i < n; ++i) {
+            rows_a[i] = has_grad ? Gr + t * D + i * C : nullptr;
+            rows_b[i] = xs + i * C;
+          }
+          rows_a[n] = GH + t * C;
+          rows_b[n] = has_grad ? O + t * C : xs;
+          if (has_grad) {
+            dots(rows_a.data(), n + 1, rows_b.data(), n + 1, C, products.data());
+          } else {
+            dots(rows_a.data() + n, 1, rows_b.data(), n, C, products.data() + n * (n + 1));
+          }
+          for (int64_t i = 0; i < n; ++i) {
+            dt[i] = products[n * (n + 1) + i];
+            dt[n + i] = GP[t * n + i] + (has_grad ? products[i * (n + 1) + n] : T(0));
+            for (int64_t j = 0; j < n; ++j)
+              dt[2 * n + i * n + j] = GR[t * n * n + i * n + j] + (has_grad ? products[i * (n + 1) + j] : T(0));
+          }
+        }
+        for (int64_t t = first; t < last; t += kBlock) {  // through Sinkhorn-Knopp: rebuild the iterates, walk back
+          const int64_t count = std::min(kBlock, last - t);
+          gather<T>(Ti + t * K, K, 2 * n, n * n, count, z.data());
+          gather<T>(DT + t * K, K, 2 * n, n * n, count, gz.data());
+          sinkhorn_backward<T>(z.data(), gz.data(), e.data(), scale.data(), de.data(), n, iterations);
+          scatter<T>(gz.data(), K, 2 * n, n * n, count, DT + t * K);
+        }
+        for (int64_t t = first; t < last; ++t) {
+          const T* xs = X + t * D;
+          const T* ght = GH + t * C;
+          const T* tl = Ti + t * K;
+          const T* r = R + t * n * n;
+          T* dt = DT + t * K;
+          const T inv_rms = I[t];
+          for (int64_t i = 0; i < n; ++i) {  // through the sigmoids
+            const T s_pre = sigmoid(tl[i]), s_post = sigmoid(tl[n + i]);
+            pre[i] = s_pre;
+            dt[i] *= s_pre * (T(1) - s_pre);
+            dt[n + i] *= T(2) * s_post * (T(1) - s_post);
+          }
+          T d_inv = 0;  // tilde_k = proj_k * inv_rms * gate(k) + bias_k
+          for (int64_t k = 0; k < K; ++k) {
+            const T gk = Ga[k < n ? 0 : (k < 2 * n ? 1 : 2)];
+            DP[t * K + k] = dt[k] * inv_rms * gk;
+            d_inv += dt[k] * P[t * K + k] * gk;
+          }
+          // inv_rms = (|x|^2 / D + eps)^(-1/2): d|x|^2 = -d_inv inv^3 / 2D, and d|x|^2 / dx = 2x
+          const T scale_x = -d_inv * inv_rms * inv_rms * inv_rms / T(D);
+          // dx_j = sum_i H_res[i, j] grad_i + H_pre[j] dL/dh + scale_x x_j: `mix` with w = H_res^T
+          for (int64_t i = 0; i < n; ++i)
+            for (int64_t j = 0; j < n; ++j) transposed[j * n + i] = has_grad ? r[i * n + j] : T(0);
+          mix(DX + t * D, transposed.data(), has_grad ? Gr + t * D : xs, pre.data(), ght, n, C);
+          add_scaled(DX + t * D, scale_x, xs, D);
+        }
+        // the phi terms for this chunk (BLAS) while its rows are in cache: dx += dP phi, dphi += dP^T x
+        const auto rows = dproj.narrow(0, first, last - first);
+        dx2d.narrow(0, first, last - first).addmm_(rows, phi);
+        dphi_part.addmm_(rows.t(), x2d.narrow(0, first, last - first));
+      }
+      std::lock_guard<std::mutex> guard(dphi_lock);
+      dphi.add_(dphi_part);
+    });
+  });
+  return {dx, dtilde, dphi};
+}
+"""
+
+_FUNCTIONS = ["read_forward", "write_forward", "write_backward", "read_backward"]
+MAX_STREAMS = 16  # kMaxStreams in the C++ source
+_STATE = {}
+_LOCK = threading.Lock()
+
+
+def _flags():
+    """Compiler flags: OpenMP (at::parallel_for is OpenMP in torch's CPU builds), -O3, and AVX2/FMA code when the
+    CPU has it (the build's name carries the choice, so a cache shared between machines never mixes them)."""
+    flags = ["-O3", "-fopenmp", "-fno-math-errno", "-Wno-psabi"]
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability in ("AVX2", "AVX512"):
+        flags += ["-mavx2", "-mfma"]
+    return flags, capability.lower()
+
+
+def load():
+    """The compiled kernels as a Python module, built on the first call in a process (or loaded from the build
+    cache); None when they cannot be built (no C++ compiler, a build error), with the reason in `load_error()`."""
+    with _LOCK:
+        if "module" not in _STATE:
+            import hashlib
+
+            from torch.utils import cpp_extension
+
+            flags, capability = _flags()
+            digest = hashlib.sha1((_SOURCE + " ".join(flags)).encode()).hexdigest()[:12]
+            try:
+                _STATE["module"] = cpp_extension.load_inline(
+                    name=f"hfm_mhc_cpu_{capability}_{digest}",
+                    cpp_sources=_SOURCE,
+                    functions=_FUNCTIONS,
+                    extra_cflags=flags,
+                    extra_ldflags=["-fopenmp"],
+                    verbose=False,
+                )
+                _STATE["error"] = None
+            except Exception as error:  # a missing compiler, ninja or headers: the eager path takes over
+                _STATE["module"], _STATE["error"] = None, f"{type(error).__name__}: {error}"
+        return _STATE["module"]
+
+
+def load_error():
+    """Why `load()` returned None (None when it succeeded or has not run)."""
+    return _STATE.get("error")
