@@ -13,7 +13,7 @@ before moving on:
     read_backward   dL/dx', F(h), dL/dh  ->  dL/dx, dL/dH~, dL/dphi: the rest of both halves in one pass
 
 The projections by phi (P = x phi^T forward; dL/dx += dL/dP phi and dL/dphi += dL/dP^T x backward) are BLAS calls on
-chunks of 128 tokens, made while the chunk's streams are in cache. Sinkhorn-Knopp runs on blocks of tokens, vectorised
+chunks of `kChunk` tokens, made while the chunk's rows are in cache. Sinkhorn-Knopp runs on blocks of tokens, vectorised
 across the tokens, in its scaling form; its backward rebuilds the iterates and walks back through them.
 
 Tokens are split over torch's intra-op threads (`at::parallel_for`). float32 and float64 (the latter for tests).
@@ -30,7 +30,6 @@ _SOURCE = r"""
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <mutex>
 #include <vector>
@@ -68,109 +67,19 @@ inline void add_scaled(T* dst, T a, const T* src, int64_t size) {
   for (int64_t c = 0; c < size; ++c) dst[c] += a * src[c];
 }
 
-// A token's channel loops in vectors of 8 lanes (GCC/Clang vector extensions): one sweep over the channels serves all
-// of a token's rows at once, each row loaded once per 8 channels instead of once per dot product or update.
-template <typename T>
-struct Lanes8 {
-  typedef T type __attribute__((vector_size(8 * sizeof(T))));
-};
-template <typename T>
-using V8 = typename Lanes8<T>::type;
-
-template <typename T>
-inline V8<T> load8(const T* p) {
-  V8<T> v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-template <typename T>
-inline void store8(T* p, const V8<T>& v) { std::memcpy(p, &v, sizeof(v)); }
-
-template <typename T>
-inline T lane_sum(const V8<T>& v) {
-  T s = v[0];
-  for (int b = 1; b < 8; ++b) s += v[b];
-  return s;
-}
-
-// out[r * NB + j] = <a_r, b_j> for rows a_0..a_{na-1}, b_0..b_{NB-1} of length C: two a-rows per sweep over the
-// channels, the 2 NB sums in registers (NB is a compile-time count, so the loops unroll)
-template <typename T, int NB>
-void dots_fixed(const T* const* a, int64_t na, const T* const* b, int64_t C, T* out) {
-  const int64_t body = C - C % 8;
-  for (int64_t r = 0; r < na; r += 2) {
-    const T* a0 = a[r];
-    const T* a1 = r + 1 < na ? a[r + 1] : a[r];
-    V8<T> acc0[NB], acc1[NB];
-    for (int j = 0; j < NB; ++j) acc0[j] = acc1[j] = V8<T>{};
-    for (int64_t c = 0; c < body; c += 8) {
-      const V8<T> x0 = load8(a0 + c), x1 = load8(a1 + c);
-      for (int j = 0; j < NB; ++j) {
-        const V8<T> y = load8(b[j] + c);
-        acc0[j] += x0 * y;
-        acc1[j] += x1 * y;
-      }
-    }
-    for (int j = 0; j < NB; ++j) {
-      T s0 = lane_sum<T>(acc0[j]), s1 = lane_sum<T>(acc1[j]);
-      for (int64_t c = body; c < C; ++c) {
-        s0 += a0[c] * b[j][c];
-        s1 += a1[c] * b[j][c];
-      }
-      out[r * NB + j] = s0;
-      if (r + 1 < na) out[(r + 1) * NB + j] = s1;
-    }
-  }
-}
-
-// the same for any nb (plain dot products)
+// out[r * nb + j] = <a_r, b_j> for a token's rows a_0..a_{na-1} and b_0..b_{nb-1} of length C
 template <typename T>
 void dots(const T* const* a, int64_t na, const T* const* b, int64_t nb, int64_t C, T* out) {
-  switch (nb) {
-    case 2: return dots_fixed<T, 2>(a, na, b, C, out);
-    case 3: return dots_fixed<T, 3>(a, na, b, C, out);
-    case 4: return dots_fixed<T, 4>(a, na, b, C, out);
-    case 5: return dots_fixed<T, 5>(a, na, b, C, out);
-    default:
-      for (int64_t r = 0; r < na; ++r)
-        for (int64_t j = 0; j < nb; ++j) out[r * nb + j] = dot(a[r], b[j], C);
-  }
+  for (int64_t r = 0; r < na; ++r)
+    for (int64_t j = 0; j < nb; ++j) out[r * nb + j] = dot(a[r], b[j], C);
 }
 
-// y_i = sum_j w[i * N + j] x_j + p_i o (i < N) over C channels in one sweep, the N rows of x in registers
-template <typename T, int N>
-void mix_fixed(T* y, const T* w, const T* x, const T* p, const T* o, int64_t C) {
-  const int64_t body = C - C % 8;
-  for (int64_t c = 0; c < body; c += 8) {
-    V8<T> xs[N];
-    for (int j = 0; j < N; ++j) xs[j] = load8(x + j * C + c);
-    const V8<T> oc = load8(o + c);
-    for (int i = 0; i < N; ++i) {
-      V8<T> v = oc * p[i];
-      for (int j = 0; j < N; ++j) v += xs[j] * w[i * N + j];
-      store8(y + i * C + c, v);
-    }
-  }
-  for (int64_t c = body; c < C; ++c)
-    for (int i = 0; i < N; ++i) {
-      T v = o[c] * p[i];
-      for (int j = 0; j < N; ++j) v += x[j * C + c] * w[i * N + j];
-      y[i * C + c] = v;
-    }
-}
-
+// y_i = sum_j w[i * n + j] x_j + p_i o for a token's n rows of C channels (y in L1 while it is summed)
 template <typename T>
 void mix(T* y, const T* w, const T* x, const T* p, const T* o, int64_t n, int64_t C) {
-  switch (n) {
-    case 2: return mix_fixed<T, 2>(y, w, x, p, o, C);
-    case 3: return mix_fixed<T, 3>(y, w, x, p, o, C);
-    case 4: return mix_fixed<T, 4>(y, w, x, p, o, C);
-    default:
-      for (int64_t i = 0; i < n; ++i) {
-        scaled(y + i * C, p[i], o, C);
-        for (int64_t j = 0; j < n; ++j) add_scaled(y + i * C, w[i * n + j], x + j * C, C);
-      }
+  for (int64_t i = 0; i < n; ++i) {
+    scaled(y + i * C, p[i], o, C);
+    for (int64_t j = 0; j < n; ++j) add_scaled(y + i * C, w[i * n + j], x + j * C, C);
   }
 }
 
@@ -563,11 +472,11 @@ def load():
         if "module" not in _STATE:
             import hashlib
 
-            from torch.utils import cpp_extension
-
             flags, capability = _flags()
             digest = hashlib.sha1((_SOURCE + " ".join(flags)).encode()).hexdigest()[:12]
             try:
+                from torch.utils import cpp_extension  # needs setuptools; the build needs ninja and a C++ compiler
+
                 _STATE["module"] = cpp_extension.load_inline(
                     name=f"hfm_mhc_cpu_{capability}_{digest}",
                     cpp_sources=_SOURCE,
@@ -577,11 +486,16 @@ def load():
                     verbose=False,
                 )
                 _STATE["error"] = None
-            except Exception as error:  # a missing compiler, ninja or headers: the eager path takes over
+            except Exception as error:  # a missing compiler, ninja or setuptools: the eager path takes over
                 _STATE["module"], _STATE["error"] = None, f"{type(error).__name__}: {error}"
         return _STATE["module"]
 
 
-def load_error():
-    """Why `load()` returned None (None when it succeeded or has not run)."""
-    return _STATE.get("error")
+def load_error(full=False):
+    """Why `load()` returned None (None when it succeeded or has not run): its first line, or with `full` the whole
+    message (a failed build's compiler output)."""
+    error = _STATE.get("error")
+    if error is None or full:
+        return error
+    first = error.strip().splitlines()[0]
+    return first if len(first) <= 300 else first[:300] + " ..."

@@ -204,7 +204,8 @@ def cpu_kernels():
     if kernels is None:
         logger.warning_once(
             "mHC: the fused CPU kernels could not be built, the hyper-connections run on PyTorch ops "
-            f"(hyper_connection_implementation='auto'): {cpu_kernels_error()}"
+            f"(hyper_connection_implementation='auto'): {cpu_kernels_error()} (kernels_mhc.load_error(full=True) "
+            "has the whole message; hyper_connection_implementation='eager' silences this)"
         )
     return kernels
 

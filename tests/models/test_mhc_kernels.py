@@ -186,6 +186,15 @@ def test_auto_falls_back_to_eager_when_the_kernels_cannot_be_built(monkeypatch, 
     assert len(warnings) == 1 and "no compiler" in warnings[0]
 
 
+def test_a_failed_build_is_reported_by_its_first_line(monkeypatch):
+    log = (
+        "RuntimeError: Error building extension 'hfm_mhc_cpu': [1/2] c++ main.cpp\nmain.cpp:1: error: ...\nninja: stop"
+    )
+    monkeypatch.setitem(kernels_mhc._STATE, "error", log)
+    assert kernels_mhc.load_error() == "RuntimeError: Error building extension 'hfm_mhc_cpu': [1/2] c++ main.cpp"
+    assert kernels_mhc.load_error(full=True) == log
+
+
 def test_evaluation_and_non_auto_settings_never_build_the_kernels(monkeypatch):
     monkeypatch.setattr(modeling_mhc, "load_cpu_kernels", lambda: pytest.fail("the kernels were requested"))
     ids = torch.randint(1, 64, (2, 12))
