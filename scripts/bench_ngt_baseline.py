@@ -66,11 +66,14 @@ class StepTimer(TrainerCallback):
                            "eval_loss": round(metrics["eval_loss"], 4)})  # fmt: skip
 
 
-def run(name, steps, workdir, warmup):
+def run(name, steps, workdir, warmup, phase):
+    """Train `name` for `steps` in its own folder under `workdir` (named by `phase`, so that the same-budget run
+    never lands in the same-steps run's folder when the two step counts happen to coincide)."""
     config, overrides = CONFIGS[name]
+    folder = workdir / f"{phase}_{name}_{steps}"
     model_args, data_args, training_args = parse_train_args(
         ROOT / config,
-        ["--output_dir", str(workdir / f"{name}_{steps}"), "--model_overrides", json.dumps(overrides),
+        ["--output_dir", str(folder), "--model_overrides", json.dumps(overrides),
          "--max_steps", str(steps), "--warmup_steps",
          str(warmup), "--eval_steps", str(max(1, steps // 8)), "--save_strategy", "no", "--report_to", "none",
          "--disable_tqdm", "true"],
@@ -79,7 +82,7 @@ def run(name, steps, workdir, warmup):
     print(f"training {name} for {steps} steps", flush=True)
     results = train(model_args, data_args, training_args, callbacks=[timer])
     tokens = steps * training_args.per_device_train_batch_size * data_args.block_size
-    model_config = json.loads((workdir / f"{name}_{steps}" / "config.json").read_text())
+    model_config = json.loads((folder / "config.json").read_text())
     from transformers import AutoConfig, AutoModelForCausalLM
 
     parameters = AutoModelForCausalLM.from_config(AutoConfig.for_model(**model_config)).num_parameters()
@@ -106,11 +109,11 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         for name in CONFIGS:
-            same_steps[name] = run(name, args.steps, workdir, warmup)
+            same_steps[name] = run(name, args.steps, workdir, warmup, "same_steps")
         budget = same_steps["llama"]["train_seconds"]
         for name in NGT_VARIANTS:
             steps = max(1, int(budget / same_steps[name]["train_seconds"] * args.steps))
-            same_clock[name] = run(name, steps, workdir, max(1, steps // 20))
+            same_clock[name] = run(name, steps, workdir, max(1, steps // 20), "same_clock")
     llama = same_steps["llama"]
     summary = {"steps": args.steps, "llama_val_loss": llama["val_loss"], "nanogpt_anchor_val_loss": NANOGPT_ANCHOR}
     for name in NGT_VARIANTS:
