@@ -45,6 +45,9 @@ constexpr int64_t kChunk = 64;       // tokens per BLAS call inside a thread's r
 template <typename T>
 inline T sigmoid(T v) { return T(1) / (T(1) + std::exp(-v)); }
 
+// the gate alpha of coefficient k of 2n + n^2: alpha_pre, alpha_post, then alpha_res
+inline int64_t gate_index(int64_t k, int64_t n) { return k < n ? 0 : (k < 2 * n ? 1 : 2); }
+
 template <typename T>
 inline T dot(const T* a, const T* b, int64_t size) {
   T s = 0;
@@ -252,7 +255,7 @@ std::vector<Tensor> read_forward(Tensor x, Tensor phi, Tensor bias, Tensor gate,
           T* tl = Ti + t * K;
           const T inv_rms = T(1) / std::sqrt(dot(xs, xs, D) / T(D) + T(eps));
           I[t] = inv_rms;
-          for (int64_t k = 0; k < K; ++k) tl[k] = P[t * K + k] * inv_rms * G[k < n ? 0 : (k < 2 * n ? 1 : 2)] + B[k];
+          for (int64_t k = 0; k < K; ++k) tl[k] = P[t * K + k] * inv_rms * G[gate_index(k, n)] + B[k];
           for (int64_t i = 0; i < n; ++i) {
             pre[i] = sigmoid(tl[i]);
             Po[t * n + i] = T(2) * sigmoid(tl[n + i]);
@@ -424,7 +427,7 @@ std::vector<Tensor> read_backward(Tensor grad, Tensor out, Tensor gh, Tensor gpo
           }
           T d_inv = 0;  // tilde_k = proj_k * inv_rms * gate(k) + bias_k
           for (int64_t k = 0; k < K; ++k) {
-            const T gk = Ga[k < n ? 0 : (k < 2 * n ? 1 : 2)];
+            const T gk = Ga[gate_index(k, n)];
             DP[t * K + k] = dt[k] * inv_rms * gk;
             d_inv += dt[k] * P[t * K + k] * gk;
           }
@@ -467,7 +470,10 @@ def _flags():
 
 def load():
     """The compiled kernels as a Python module, built on the first call in a process (or loaded from the build
-    cache); None when they cannot be built (no C++ compiler, a build error), with the reason in `load_error()`."""
+    cache); None when they cannot be built (no C++ compiler, a build error), with the reason in `load_error()`.
+    Every hyper-connection asks for them on every training step: once settled, that is one dictionary lookup."""
+    if "module" in _STATE:
+        return _STATE["module"]
     with _LOCK:
         if "module" not in _STATE:
             import hashlib

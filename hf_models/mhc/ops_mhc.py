@@ -208,7 +208,7 @@ class _FusedWrite(torch.autograd.Function):
         out = output.reshape(-1, C).to(x.dtype).contiguous()
         res, post = res.reshape(-1, n, n).contiguous(), post.reshape(-1, n).contiguous()
         ctx.save_for_backward(post, out)
-        ctx.kernels, ctx.output_dtype, ctx.link, ctx.post_shape = kernels, output.dtype, link, post.shape
+        ctx.kernels, ctx.output_dtype, ctx.link = kernels, output.dtype, link
         return kernels.write_forward(x, res, post, out).view(streams.shape)
 
     @staticmethod
