@@ -114,11 +114,13 @@ def mhc_coefficients(streams, phi, bias, gate, iterations, eps, dynamic=True, si
     `sinkhorn` is the projection to use (default `sinkhorn_knopp`; `mhc_read` passes `plain_sinkhorn_knopp`)."""
     n = streams.shape[-2]
     if dynamic:
-        x = streams.flatten(-2).float()  # the coefficients are computed in float32 (under autocast too)
+        x = streams.flatten(-2).float()  # the coefficients are computed in float32, under autocast too:
         # one fused pass for the mean square (x.pow(2).mean() would materialise x^2 in both directions)
         inv_rms = torch.rsqrt(torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() / x.shape[-1] + eps)
         gates = torch.cat([gate[0].expand(n), gate[1].expand(n), gate[2].expand(n * n)]).float()
-        tilde = (x @ phi.float().T) * inv_rms * gates + bias.float()  # (..., K)
+        with torch.autocast(x.device.type, enabled=False):  # autocast would run the projection in half precision
+            projected = x @ phi.float().T
+        tilde = projected * inv_rms * gates + bias.float()  # (..., K)
     else:
         tilde = bias.float().expand(*streams.shape[:-2], bias.shape[0])
     pre = torch.sigmoid(tilde[..., :n])
@@ -261,7 +263,8 @@ def hc_coefficients(streams, phi, bias, gate, eps, dynamic=True):
         return b_pre.expand(*lead, n), b_post.expand(*lead, n), b_res.expand(*lead, n, n)
     x = streams.float()
     x_bar = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    t = torch.tanh(x_bar @ phi.float().T)  # (..., n, 2 + n)
+    with torch.autocast(x.device.type, enabled=False):  # float32 under autocast too
+        t = torch.tanh(x_bar @ phi.float().T)  # (..., n, 2 + n)
     pre = b_pre + gate[0] * t[..., 0]
     post = b_post + gate[1] * t[..., 1]
     res = b_res + gate[2] * t[..., 2:]
