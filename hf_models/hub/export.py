@@ -129,6 +129,11 @@ def _image_card_fields(model, processor, data, results):
     }
 
 
+def _number(value):
+    """A recipe number as written in a config: 300.0 -> 300 (TrainingArguments keeps warmup_steps as a float)."""
+    return int(value) if isinstance(value, float) and value.is_integer() and abs(value) >= 1 else value
+
+
 def build_card(model, preprocessor, run_config, results, repo_id, license="apache-2.0", sample=None):
     """The model card: metadata (incl. a model-index with the measured results) and the body from the template.
     `preprocessor` is the tokenizer of a text model or the image processor of an image model; `sample` is the
@@ -163,10 +168,11 @@ def build_card(model, preprocessor, run_config, results, repo_id, license="apach
     )
     recipe = (
         f"{length} of `transformers.Trainer`, batch {training.get('per_device_train_batch_size')} "
-        f"{fields['batch_unit']}, learning rate {training.get('learning_rate')} "
-        f"({training.get('lr_scheduler_type')}, {training.get('warmup_steps')} warmup steps), "
-        f"weight decay {training.get('weight_decay')}, gradient clipping {training.get('max_grad_norm')}, "
-        f"bf16 {training.get('bf16')}"
+        f"{fields['batch_unit']}, learning rate {_number(training.get('learning_rate'))} "
+        f"({training.get('lr_scheduler_type')}, {_number(training.get('warmup_steps'))} warmup steps), "
+        f"optimizer {training.get('optim')} (betas {_number(training.get('adam_beta1'))}, "
+        f"{_number(training.get('adam_beta2'))}), weight decay {_number(training.get('weight_decay'))}, "
+        f"gradient clipping {_number(training.get('max_grad_norm'))}, bf16 {training.get('bf16')}"
     )
     return ModelCard.from_template(
         card_data,
