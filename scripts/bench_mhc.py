@@ -2,8 +2,9 @@
 and tinyshakespeare at the baby-GPT step budget of the NGT / stock-Llama comparison.
 
 - overhead: `MhcForCausalLM` at the text config (configs/models/mhc/small.json: 4 layers, 128 wide, block 256,
-  batch 16), same process, same batches, AdamW steps; tokens/s is the best of 3 rounds, the variants alternating
-  round by round so they see the same machine load. Variants: mHC n = 4 as configured by default
+  batch 16), same process, same batches, AdamW steps; 6 rounds of 5 steps, the variants taking turns so they see
+  the same machine load; the ratio to n = 1 as best round over best round and as the median of the per-round
+  ratios. Variants: mHC n = 4 as configured by default
   (`hyper_connection_implementation="auto"`: the fused C++ CPU kernels), the same on PyTorch ops (`"eager"`) and
   through torch.compile (`"compile"`; its compilation happens in the warmup steps), n = 1 (a plain pre-norm
   residual transformer with the same weights otherwise), and HC n = 4 (unconstrained, eager, for reference); then
@@ -15,12 +16,13 @@ and tinyshakespeare at the baby-GPT step budget of the NGT / stock-Llama compari
   epoch and the wall-clock it took.
 
     python scripts/bench_mhc.py                            # all three; writes benchmarks/mhc.json and .md
-    python scripts/bench_mhc.py --sections overhead        # only the step overhead (about ten minutes)
+    python scripts/bench_mhc.py --sections overhead        # only the step overhead (about fifteen minutes)
 """
 
 import argparse
 import json
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -48,9 +50,12 @@ VARIANTS = {
 }
 
 
-def bench_overhead(steps, batch, seq, rounds=3, variants=VARIANTS, width=None):
+def bench_overhead(steps, batch, seq, rounds=6, variants=VARIANTS, width=None):
     """Step times of `variants` (config overrides) at the text config, or at `width` (hidden size; 4 heads,
-    feed-forward 4x) with everything else the same."""
+    feed-forward 4x) with everything else the same. Each round runs every variant for `steps` steps, in reverse order
+    every other round. Reported: the best round of each variant (and best / best of plain n = 1), and the median and
+    range of the per-round ratios to the plain round next to it (the machine's speed drifts over minutes here, so a
+    ratio within one round is the steadier measure)."""
     if kernels_mhc.load() is None:  # "auto" would quietly measure the eager path
         raise SystemExit(f"the fused mHC CPU kernels did not build: {kernels_mhc.load_error()}")
     base = MhcConfig.from_pretrained(str(ROOT / "configs" / "models" / "mhc" / "small.json")).to_dict()
@@ -66,8 +71,8 @@ def bench_overhead(steps, batch, seq, rounds=3, variants=VARIANTS, width=None):
         seconds[name] = []
         for ids in batches[:2]:  # warmup (allocator, optimizer state, torch.compile)
             _step(models[name], optimizers[name], ids)
-    for _ in range(rounds):
-        for name in variants:
+    for round_index in range(rounds):
+        for name in list(variants)[:: 1 if round_index % 2 == 0 else -1]:
             start = time.perf_counter()
             for ids in batches:
                 _step(models[name], optimizers[name], ids)
@@ -83,6 +88,9 @@ def bench_overhead(steps, batch, seq, rounds=3, variants=VARIANTS, width=None):
     plain = result["plain_n1"]["step_ms"]
     for name in variants:
         result[name]["step_time_over_plain"] = round(result[name]["step_ms"] / plain, 4)
+        paired = [mine / theirs for mine, theirs in zip(seconds[name], seconds["plain_n1"], strict=True)]
+        result[name]["per_round_ratio_median"] = round(statistics.median(paired), 4)
+        result[name]["per_round_ratio_range"] = [round(min(paired), 4), round(max(paired), 4)]
     return {"steps": steps, "batch": batch, "seq": seq, "rounds": rounds, "width": base["hidden_size"],
             "variants": result}  # fmt: skip
 
@@ -96,7 +104,7 @@ def bench_width_scaling(steps, batch, seq):
     variants = {name: VARIANTS[name] for name in ("mhc_n4", "mhc_n4_eager", "mhc_n4_compiled", "plain_n1")}
     rows = {}
     for width in WIDTHS:
-        run = bench_overhead(steps, batch, seq, rounds=2, variants=variants, width=width)
+        run = bench_overhead(steps, batch, seq, rounds=4, variants=variants, width=width)
         rows[str(width)] = {name: run["variants"][name] for name in variants}
     return rows
 
@@ -153,7 +161,7 @@ def bench_mnist(workdir, epochs):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", default="overhead,text,mnist")
-    parser.add_argument("--overhead-steps", type=int, default=10)
+    parser.add_argument("--overhead-steps", type=int, default=5, help="steps per variant and round")
     parser.add_argument("--mnist-epochs", type=float, default=None, help="default: the recipe's 5")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "mhc"))
     parser.add_argument(
@@ -177,7 +185,7 @@ def main(argv=None):
         tmp = args.run_dir or tmp
         if "overhead" in sections:
             report["overhead"] = {"command": command, **bench_overhead(args.overhead_steps, batch=16, seq=256)}
-            report["overhead"]["widths"] = bench_width_scaling(max(2, args.overhead_steps // 2), batch=16, seq=256)
+            report["overhead"]["widths"] = bench_width_scaling(args.overhead_steps, batch=16, seq=256)
             print(json.dumps(report["overhead"], indent=2), flush=True)
         if "text" in sections:
             report["text"] = {"command": command, **bench_text(Path(tmp))}
@@ -204,25 +212,33 @@ def render_markdown(report):
             "",
             "## Training-step overhead (text config: 4 layers, 128 wide)",
             "",
-            f"AdamW steps on batch {o['batch']} x {o['seq']} tokens, best of {o['rounds']} rounds of {o['steps']} "
-            f"steps, variants alternating round by round. Command: `{o.get('command', '')}`.",
+            f"AdamW steps on batch {o['batch']} x {o['seq']} tokens; {o['rounds']} rounds of {o['steps']} steps per "
+            "variant, the variants taking turns (in reverse order every other round). ms/step is each variant's best "
+            "round; the last two columns divide by plain n=1: best by best, and the median (range) of the ratios "
+            f"within a round. Command: `{o.get('command', '')}`.",
             "",
-            "| variant | parameters | tokens/s | ms/step | step time / plain n=1 |",
-            "|---|---|---|---|---|",
+            "| variant | parameters | tokens/s | ms/step | best / best | per-round median (range) |",
+            "|---|---|---|---|---|---|",
         ]
         for name, row in o["variants"].items():
+            low, high = row.get("per_round_ratio_range", (float("nan"), float("nan")))
             lines.append(
                 f"| {name} | {row['parameters']:,} | {row['tokens_per_second']:.0f} | {row['step_ms']:.1f} | "
-                f"{row['step_time_over_plain']:.3f} |"
+                f"{row['step_time_over_plain']:.3f} | {row.get('per_round_ratio_median', float('nan')):.3f} "
+                f"({low:.3f}-{high:.3f}) |"
             )
         if o.get("widths"):
-            lines += ["", "The same comparison at wider models (4 layers, 4 heads, feed-forward 4x, same batches; best of 2 "
-                      "rounds); step time of mHC n=4 over n=1 for each implementation:", "",
+            lines += ["", "The same comparison at wider models (4 layers, 4 heads, feed-forward 4x, same batches; 4 "
+                      "rounds); for each implementation of mHC n=4: best ms/step, best / best and the per-round median "
+                      "over n=1:", "",
                       "| width | plain n=1 ms/step | mHC n=4 fused (auto) | eager | compiled |",
                       "|---|---|---|---|---|"]  # fmt: skip
             for width, row in [(str(o.get("width", 128)), o["variants"]), *o["widths"].items()]:
                 cells = [
-                    f"{row[name]['step_ms']:.1f} ms, {row[name]['step_time_over_plain']:.3f}x" if name in row else "-"
+                    f"{row[name]['step_ms']:.1f} ms, {row[name]['step_time_over_plain']:.3f}x / "
+                    f"{row[name].get('per_round_ratio_median', float('nan')):.3f}x"
+                    if name in row
+                    else "-"
                     for name in ("mhc_n4", "mhc_n4_eager", "mhc_n4_compiled")
                 ]
                 lines.append(f"| {width} | {row['plain_n1']['step_ms']:.1f} | " + " | ".join(cells) + " |")

@@ -52,7 +52,7 @@ def _hyper_connection_grads(n, width, dtype, fused, kernels=None, seed=0, tokens
     return (out, *torch.autograd.grad(loss, (streams, phi, bias, gate, weight)))
 
 
-@pytest.mark.parametrize("n,width", [(4, 16), (2, 8), (3, 5)])
+@pytest.mark.parametrize("n,width", [(4, 16), (2, 8), (3, 5), (5, 6)])
 def test_fused_kernels_equal_the_reference_in_float64(kernels, n, width):
     fused = _hyper_connection_grads(n, width, torch.float64, True, kernels)
     naive = _hyper_connection_grads(n, width, torch.float64, False)
