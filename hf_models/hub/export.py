@@ -131,7 +131,7 @@ def _image_card_fields(model, processor, data, results):
 
 def _number(value):
     """A recipe number as written in a config: 300.0 -> 300 (TrainingArguments keeps warmup_steps as a float)."""
-    return int(value) if isinstance(value, float) and value.is_integer() and abs(value) >= 1 else value
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def build_card(model, preprocessor, run_config, results, repo_id, license="apache-2.0", sample=None):
@@ -164,15 +164,17 @@ def build_card(model, preprocessor, run_config, results, repo_id, license="apach
     length = (
         f"{training.get('max_steps')} steps"
         if (training.get("max_steps") or -1) > 0
-        else f"{training.get('num_train_epochs')} epochs"
+        else f"{_number(training.get('num_train_epochs'))} epochs"
     )
+    clip = training.get("max_grad_norm")
+    clipping = f"gradient clipping {_number(clip)}" if clip else "no gradient clipping"
     recipe = (
         f"{length} of `transformers.Trainer`, batch {training.get('per_device_train_batch_size')} "
         f"{fields['batch_unit']}, learning rate {_number(training.get('learning_rate'))} "
         f"({training.get('lr_scheduler_type')}, {_number(training.get('warmup_steps'))} warmup steps), "
         f"optimizer {training.get('optim')} (betas {_number(training.get('adam_beta1'))}, "
         f"{_number(training.get('adam_beta2'))}), weight decay {_number(training.get('weight_decay'))}, "
-        f"gradient clipping {_number(training.get('max_grad_norm'))}, bf16 {training.get('bf16')}"
+        f"{clipping}, bf16 {training.get('bf16')}"
     )
     return ModelCard.from_template(
         card_data,
