@@ -108,19 +108,24 @@ def naive_mhc_coefficients(streams, phi, bias, gate, iterations, eps, dynamic=Tr
     return torch.sigmoid(pre_tilde), 2 * torch.sigmoid(post_tilde), naive_sinkhorn_knopp(res_tilde, iterations)
 
 
+def project_float32(x, phi):
+    """x phi^T for the coefficients, in float32 under autocast too (autocast would run the matmul in half precision,
+    and Sinkhorn exponentiates what comes out)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return x.float() @ phi.float().T
+
+
 def mhc_coefficients(streams, phi, bias, gate, iterations, eps, dynamic=True, sinkhorn=None):
     """`naive_mhc_coefficients` with one fused projection: the RMSNorm is a per-token scalar, so it is applied after
     the (..., nC) x (nC, K) matmul instead of to the wide input, and the three gates scale the K outputs at once.
     `sinkhorn` is the projection to use (default `sinkhorn_knopp`; `mhc_read` passes `plain_sinkhorn_knopp`)."""
     n = streams.shape[-2]
     if dynamic:
-        x = streams.flatten(-2).float()  # the coefficients are computed in float32, under autocast too:
+        x = streams.flatten(-2).float()  # the coefficients are computed in float32 (under autocast too)
         # one fused pass for the mean square (x.pow(2).mean() would materialise x^2 in both directions)
         inv_rms = torch.rsqrt(torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() / x.shape[-1] + eps)
         gates = torch.cat([gate[0].expand(n), gate[1].expand(n), gate[2].expand(n * n)]).float()
-        with torch.autocast(x.device.type, enabled=False):  # autocast would run the projection in half precision
-            projected = x @ phi.float().T
-        tilde = projected * inv_rms * gates + bias.float()  # (..., K)
+        tilde = project_float32(x, phi) * inv_rms * gates + bias.float()  # (..., K)
     else:
         tilde = bias.float().expand(*streams.shape[:-2], bias.shape[0])
     pre = torch.sigmoid(tilde[..., :n])
@@ -263,8 +268,7 @@ def hc_coefficients(streams, phi, bias, gate, eps, dynamic=True):
         return b_pre.expand(*lead, n), b_post.expand(*lead, n), b_res.expand(*lead, n, n)
     x = streams.float()
     x_bar = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    with torch.autocast(x.device.type, enabled=False):  # float32 under autocast too
-        t = torch.tanh(x_bar @ phi.float().T)  # (..., n, 2 + n)
+    t = torch.tanh(project_float32(x_bar, phi))  # (..., n, 2 + n)
     pre = b_pre + gate[0] * t[..., 0]
     post = b_post + gate[1] * t[..., 1]
     res = b_res + gate[2] * t[..., 2:]
