@@ -10,7 +10,8 @@ and tinyshakespeare at the baby-GPT step budget of the NGT / stock-Llama compari
   residual transformer with the same weights otherwise), and HC n = 4 (unconstrained, eager, for reference); then
   mHC fused / eager / compiled against n = 1 at 256 and 512 wide.
 - text: `hf-models train configs/train/mhc_tinyshakespeare_baby.yaml` (nanoGPT's baby-GPT recipe, 2000 steps),
-  next to the numbers in benchmarks/ngt_baseline.json for NGT and the stock Llama on the same recipe.
+  and the same with `expansion_rate=1` (a plain residual), next to the numbers in benchmarks/ngt_baseline.json for
+  NGT and the stock Llama on the same recipe.
 - mnist: `hf-models train configs/train/mhc_mnist_small.yaml` (the original model and optimiser: dim 96, 6 layers,
   4 heads, rate 2, 5 epochs of AdamW 3e-4; batch 32, no dropout, cosine decay, see the config), test accuracy per
   epoch and the wall-clock it took.
@@ -140,14 +141,20 @@ def _run(config, workdir, extra=()):
 
 
 def bench_text(workdir):
-    results, curve, seconds = _run("configs/train/mhc_tinyshakespeare_baby.yaml", workdir / "text")
+    config = "configs/train/mhc_tinyshakespeare_baby.yaml"
+    results, curve, seconds = _run(config, workdir / "text")
+    # the same model and recipe with one stream: a plain pre-norm residual transformer
+    overrides = {**json.loads(parse_train_args(ROOT / config)[0].model_overrides), "expansion_rate": 1}
+    plain, _, plain_seconds = _run(config, workdir / "text_n1", ["--model_overrides", json.dumps(overrides)])
     reference = ROOT / "benchmarks" / "ngt_baseline.json"
     others = {}
     if reference.exists():
         same = json.loads(reference.read_text())["same_steps"]
         others = {name: {"val_loss": row["val_loss"], "steps": row["steps"]} for name, row in same.items()}
     return {"val_loss": round(results["eval_loss"], 4), "steps": results["global_step"],
-            "wall_seconds": round(seconds, 1), "curve": curve, "same_recipe": others}  # fmt: skip
+            "wall_seconds": round(seconds, 1), "curve": curve, "same_recipe": others,
+            "plain_n1": {"val_loss": round(plain["eval_loss"], 4), "steps": plain["global_step"],
+                         "wall_seconds": round(plain_seconds, 1)}}  # fmt: skip
 
 
 def bench_mnist(workdir, epochs):
@@ -247,8 +254,14 @@ def render_markdown(report):
         lines += ["", "## tinyshakespeare (characters), nanoGPT's baby-GPT recipe", "",
                   "| model | steps | val loss |", "|---|---|---|",
                   f"| mHC n=4 | {t['steps']} | {t['val_loss']:.3f} |"]  # fmt: skip
+        if "plain_n1" in t:
+            p = t["plain_n1"]
+            lines.append(
+                f"| the same model with n=1 (a plain pre-norm residual) | {p['steps']} | {p['val_loss']:.3f} |"
+            )
         lines += [f"| {name} | {row['steps']} | {row['val_loss']:.3f} |" for name, row in t["same_recipe"].items()]
-        lines += ["", f"mHC wall-clock (training and evaluations): {t['wall_seconds']:.0f} s. "
+        n1 = f"; n=1: {t['plain_n1']['wall_seconds']:.0f} s" if "plain_n1" in t else ""
+        lines += ["", f"mHC wall-clock (training and evaluations): {t['wall_seconds']:.0f} s{n1}. "
                   f"Command: `{t.get('command', '')}`."]  # fmt: skip
     if "mnist" in report:
         m = report["mnist"]

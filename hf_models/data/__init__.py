@@ -1,6 +1,6 @@
 """Data machinery: corpora through `datasets`, tokenizers through `tokenizers`."""
 
-from .images import image_processor_for, load_mnist
+from .images import image_processor_for, load_mnist, random_shift
 from .text import bpe_tokenizer, char_tokenizer, gpt2_tokenizer, load_text_files, load_text_splits, pack_blocks
 
 
@@ -13,4 +13,5 @@ __all__ = [
     "load_mnist",
     "load_text_splits",
     "pack_blocks",
+    "random_shift",
 ]

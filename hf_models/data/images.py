@@ -6,6 +6,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset
 
 
@@ -74,3 +75,18 @@ def image_processor_for(config, mean=MNIST_MEAN, std=MNIST_STD):
         image_std=[std] * channels,
         do_convert_rgb=channels == 3,
     )
+
+
+def random_shift(image, max_shift, generator=None):
+    """`image` (PIL) moved by a uniform random offset in [-max_shift, max_shift] pixels along each axis, the uncovered
+    border filled with zeros (black, MNIST's background) and the size kept: the translation augmentation of the
+    classic MNIST recipes. Offsets come from torch's generator, which the data-loader workers seed from the run's
+    seed, so a run repeats."""
+    if max_shift <= 0:
+        return image
+    from PIL import Image as PILImage
+
+    dx, dy = torch.randint(-max_shift, max_shift + 1, (2,), generator=generator).tolist()
+    shifted = PILImage.new(image.mode, image.size, 0)
+    shifted.paste(image, (dx, dy))
+    return shifted

@@ -176,6 +176,8 @@ def build_card(model, preprocessor, run_config, results, repo_id, license="apach
         f"{_number(training.get('adam_beta2'))}), weight decay {_number(training.get('weight_decay'))}, "
         f"{clipping}, bf16 {training.get('bf16')}"
     )
+    if data.get("random_shift"):
+        recipe += f"; each training image moved by a random offset of up to {data['random_shift']} pixels per axis"
     return ModelCard.from_template(
         card_data,
         template_path=str(CARDS / "template.md"),

@@ -46,6 +46,10 @@ class DataArguments:
         metadata={"help": "image models: a folder of MNIST IDX files or a Hub id with image/label columns"},
     )
     eval_split: str = field(default="test", metadata={"help": "image models: the split evaluated (accuracy)"})
+    random_shift: int = field(
+        default=0,
+        metadata={"help": "image models: move each training image by up to N pixels along each axis (0 = off)"},
+    )
     max_eval_samples: int = field(default=0, metadata={"help": "image models: evaluate the first N images (0 = all)"})
     dataset_config: str | None = field(default=None, metadata={"help": "the Hub dataset's configuration name"})
     val_fraction: float = field(default=0.1, metadata={"help": "held-out share of a single text file"})
@@ -185,6 +189,8 @@ def parse_train_args(config_path, cli_args=()):
     for name in ("corpus", "validation_file", "dataset", "dataset_config", "tiktoken_file", "image_dataset"):
         if getattr(data_args, name) == "":  # `--corpus ""` unsets a path the YAML file gave
             setattr(data_args, name, None)
+    if data_args.random_shift < 0:
+        raise ValueError(f"data.random_shift={data_args.random_shift} is invalid: must be >= 0 pixels")
     if data_args.tokenizer not in TOKENIZERS:
         raise ValueError(f"data.tokenizer={data_args.tokenizer!r} is invalid: must be one of {TOKENIZERS}")
     if data_args.image_dataset is not None:

@@ -224,11 +224,14 @@ def _check_output_dir(output_dir, resume):
     return last_checkpoint
 
 
-def image_transform(processor):
-    """A `datasets.with_transform` function: PIL images -> `pixel_values` through the image processor, labels."""
+def image_transform(processor, max_shift=0):
+    """A `datasets.with_transform` function: PIL images -> `pixel_values` through the image processor, labels; with
+    `max_shift`, each image first moves by a random offset of up to that many pixels (training augmentation)."""
+    from ..data import random_shift
 
     def transform(batch):
-        pixel_values = processor(images=batch["image"], return_tensors="pt")["pixel_values"]
+        images = [random_shift(image, max_shift) for image in batch["image"]]
+        pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
         return {"pixel_values": pixel_values, "labels": torch.tensor(batch["label"])}
 
     return transform
@@ -272,9 +275,9 @@ def _train_image_classifier(model_args, data_args, training_args, resume, last_c
     )
     model = AutoModelForImageClassification.from_config(config)
     processor = image_processor_for(config)
-    transform = image_transform(processor)
     evaluated = _first(splits[data_args.eval_split], data_args.max_eval_samples)
-    train_split, eval_split = splits["train"].with_transform(transform), evaluated.with_transform(transform)
+    train_split = splits["train"].with_transform(image_transform(processor, data_args.random_shift))
+    eval_split = evaluated.with_transform(image_transform(processor))
     training_args.remove_unused_columns = False  # the transform needs the raw image/label columns
     _start_run(output_dir, processor, model_args, data_args, training_args)
     trainer = Trainer(

@@ -9,11 +9,14 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from huggingface_hub import ModelCard
 
 from hf_models.cli import main
-from hf_models.data import load_mnist
+from hf_models.data import image_processor_for, load_mnist, random_shift
 from hf_models.hub import audit_folder, run_isolated_image_pipeline, run_isolated_pipeline
+from hf_models.mhc import MhcConfig
+from hf_models.training.run import image_transform
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +50,44 @@ def test_mnist_source_errors(tmp_path):
         load_mnist("no-such-folder")
 
 
+def _translated(array, dx, dy):
+    """`array` moved right by dx and down by dy, zeros where nothing moves in (an independent numpy reference)."""
+    out = np.zeros_like(array)
+    h, w = array.shape
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = array[
+        max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+    ]
+    return out
+
+
+def test_random_shift_translates_by_up_to_max_shift_with_zero_fill(mnist):
+    image = mnist["test"][0]["image"]
+    digit = np.asarray(image)
+    assert random_shift(image, 0) is image
+    generator, seen = torch.Generator().manual_seed(0), set()
+    for _ in range(300):
+        state = generator.get_state()
+        shifted = np.asarray(random_shift(image, 2, generator))
+        generator.set_state(state)
+        dx, dy = torch.randint(-2, 3, (2,), generator=generator).tolist()
+        assert shifted.shape == digit.shape and np.array_equal(shifted, _translated(digit, dx, dy)), (dx, dy)
+        seen.add((dx, dy))
+    assert seen == {(dx, dy) for dx in range(-2, 3) for dy in range(-2, 3)}  # every offset, none beyond 2 pixels
+
+
+def test_training_transform_shifts_and_the_evaluation_transform_does_not(mnist):
+    processor = image_processor_for(MhcConfig.from_pretrained("configs/models/mhc/mnist.json"))
+    batch = mnist["test"][:8]
+    plain = image_transform(processor)(batch)
+    assert torch.equal(plain["pixel_values"], image_transform(processor)(batch)["pixel_values"])
+    torch.manual_seed(0)
+    shifted = image_transform(processor, max_shift=2)(batch)
+    assert shifted["pixel_values"].shape == plain["pixel_values"].shape
+    assert torch.equal(shifted["labels"], plain["labels"])
+    moved = [not torch.equal(a, b) for a, b in zip(shifted["pixel_values"], plain["pixel_values"], strict=True)]
+    assert sum(moved) >= 6  # 1 in 25 offsets is (0, 0)
+
+
 def _snippets_run(folder, tmp_path):
     snippets = re.findall(r"```python\n(.*?)```", (folder / "README.md").read_text(), flags=re.S)
     assert len(snippets) == 2
@@ -61,7 +102,8 @@ def _snippets_run(folder, tmp_path):
 
 def test_image_classifier_trains_evaluates_exports_and_classifies_without_hf_models(tmp_path, mnist):
     run, out = tmp_path / "run", tmp_path / "export"
-    assert main(["train", "configs/train/mhc_mnist_tiny.yaml", "--output_dir", str(run)]) == 0
+    # with the training augmentation on: the evaluation below repeats the run's own only if it sees unshifted images
+    assert main(["train", "configs/train/mhc_mnist_tiny.yaml", "--output_dir", str(run), "--random_shift", "2"]) == 0
     results = json.loads((run / "eval_results.json").read_text())
     assert results["global_step"] == 6 and results["eval_examples"] == 1000 and 0 <= results["eval_accuracy"] <= 1
     (run / "eval_results.json").unlink()
@@ -74,6 +116,8 @@ def test_image_classifier_trains_evaluates_exports_and_classifies_without_hf_mod
     assert not audit_folder(out, ("AutoModel", "AutoModelForImageClassification"))
     card = ModelCard.load(out / "README.md")
     assert card.data.pipeline_tag == "image-classification" and "mhc" in card.data.tags
+    recipe = next(line for line in card.text.splitlines() if line.startswith("- Recipe:"))
+    assert recipe.endswith("moved by a random offset of up to 2 pixels per axis"), recipe
     parsed = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert parsed["accuracy"] == round(again["eval_accuracy"], 4)
 

@@ -109,6 +109,8 @@ def test_resume_without_checkpoint_and_bad_configs_fail_clearly(tmp_path, shared
     assert "hidden_size=30" in capsys.readouterr().err
     assert main(["train", TINY, "--output_dir", str(tmp_path / "y"), "--sample_max_new_tokens", "-1"]) == 2
     assert "sample_max_new_tokens=-1" in capsys.readouterr().err
+    assert main(["train", TINY, "--output_dir", str(tmp_path / "z"), "--random_shift", "-1"]) == 2
+    assert "random_shift=-1" in capsys.readouterr().err
 
 
 def test_bpe_tokenizer_run(tmp_path, shared):
