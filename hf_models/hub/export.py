@@ -116,7 +116,8 @@ def _image_card_fields(model, processor, data, results):
         "split": results.get("eval_split", "test"),
         "metrics": [
             ("accuracy", "Accuracy", results["eval_accuracy"]),
-            ("loss", "Cross-entropy loss", results["eval_loss"]),
+            # plain, also when training smoothed the labels (eval_loss is then the smoothed loss)
+            ("loss", "Cross-entropy loss", results.get("eval_cross_entropy", results["eval_loss"])),
         ],  # fmt: skip
         "data_description": f"{dataset_name} ({results.get('eval_examples', '?')} {results.get('eval_split', 'test')} "
         f"images evaluated, {config.num_labels} classes)",
@@ -176,6 +177,8 @@ def build_card(model, preprocessor, run_config, results, repo_id, license="apach
         f"{_number(training.get('adam_beta2'))}), weight decay {_number(training.get('weight_decay'))}, "
         f"{clipping}, bf16 {training.get('bf16')}"
     )
+    if training.get("label_smoothing_factor"):
+        recipe += f", label smoothing {_number(training['label_smoothing_factor'])}"
     if data.get("random_shift"):
         recipe += f"; each training image moved by a random offset of up to {data['random_shift']} pixels per axis"
     return ModelCard.from_template(

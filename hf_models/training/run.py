@@ -243,15 +243,18 @@ def _first(split, count):
 
 
 def accuracy_metrics():
-    """`compute_metrics` for Trainer: accuracy through `evaluate` (a local metric module, works offline)."""
+    """`compute_metrics` for Trainer: accuracy through `evaluate` (a local metric module, works offline) and the plain
+    cross-entropy (`eval_cross_entropy`; Trainer's `eval_loss` is label-smoothed when training is)."""
     from ..metrics import load_metric
 
     metric = load_metric("accuracy")
 
     def compute(prediction):
-        predictions = prediction.predictions
-        predictions = predictions[0] if isinstance(predictions, tuple) else predictions
-        return metric.compute(predictions=predictions.argmax(-1), references=prediction.label_ids)
+        logits = prediction.predictions
+        logits = torch.as_tensor(logits[0] if isinstance(logits, tuple) else logits).float()
+        labels = torch.as_tensor(prediction.label_ids).long()
+        results = metric.compute(predictions=logits.argmax(-1), references=labels)
+        return {**results, "cross_entropy": float(torch.nn.functional.cross_entropy(logits, labels))}
 
     return compute
 
@@ -301,8 +304,9 @@ def _train_image_classifier(model_args, data_args, training_args, resume, last_c
 
 
 @torch.no_grad()
-def evaluate_image_folder(folder, data, batch_size=256):
-    """Accuracy (through `evaluate`) and mean cross-entropy of an image classifier folder on the run's eval split."""
+def evaluate_image_folder(folder, data, batch_size=256, label_smoothing=0.0):
+    """Accuracy (through `evaluate`) and mean cross-entropy of an image classifier folder on the run's eval split:
+    `eval_cross_entropy` plain, `eval_loss` with the run's `label_smoothing` (Trainer's `eval_loss` for that run)."""
     from transformers import AutoImageProcessor
 
     from ..data import load_mnist
@@ -321,7 +325,8 @@ def evaluate_image_folder(folder, data, batch_size=256):
     accuracy = load_metric("accuracy").compute(predictions=logits.argmax(-1), references=labels)
     results = {f"eval_{k}": v for k, v in accuracy.items()}
     results.update(
-        eval_loss=float(torch.nn.functional.cross_entropy(logits, labels)),
+        eval_loss=float(torch.nn.functional.cross_entropy(logits, labels, label_smoothing=label_smoothing)),
+        eval_cross_entropy=float(torch.nn.functional.cross_entropy(logits, labels)),
         eval_split=split_name,
         eval_examples=len(split),
     )
@@ -365,9 +370,11 @@ def evaluate_folder(folder, corpus=None, block_size=None, batch_size=16, run_dir
     results as `folder/eval_results.json`."""
     folder = Path(folder)
     run_config = Path(run_dir or folder) / RUN_CONFIG_NAME
-    data = yaml.safe_load(run_config.read_text())["data"] if run_config.exists() else {}
+    recorded = yaml.safe_load(run_config.read_text()) if run_config.exists() else {}
+    data = recorded.get("data", {})
     if data.get("image_dataset"):
-        results = evaluate_image_folder(folder, data, batch_size=max(batch_size, 256))
+        smoothing = recorded.get("training", {}).get("label_smoothing_factor", 0.0)
+        results = evaluate_image_folder(folder, data, batch_size=max(batch_size, 256), label_smoothing=smoothing)
     else:
         results = _evaluate_text_folder(folder, data, corpus, block_size, batch_size)
     if write:  # keep what training recorded beside the metrics (global_step, world_size, precision)

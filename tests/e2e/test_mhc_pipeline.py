@@ -102,14 +102,19 @@ def _snippets_run(folder, tmp_path):
 
 def test_image_classifier_trains_evaluates_exports_and_classifies_without_hf_models(tmp_path, mnist):
     run, out = tmp_path / "run", tmp_path / "export"
-    # with the training augmentation on: the evaluation below repeats the run's own only if it sees unshifted images
-    assert main(["train", "configs/train/mhc_mnist_tiny.yaml", "--output_dir", str(run), "--random_shift", "2"]) == 0
+    # with the training augmentation on: the evaluation below repeats the run's own only if it sees unshifted images;
+    # with label smoothing: Trainer's eval_loss is the smoothed loss, eval_cross_entropy the plain one
+    assert main(["train", "configs/train/mhc_mnist_tiny.yaml", "--output_dir", str(run), "--random_shift", "2",
+                 "--label_smoothing_factor", "0.1"]) == 0  # fmt: skip
     results = json.loads((run / "eval_results.json").read_text())
     assert results["global_step"] == 6 and results["eval_examples"] == 1000 and 0 <= results["eval_accuracy"] <= 1
+    assert abs(results["eval_loss"] - results["eval_cross_entropy"]) > 1e-3
     (run / "eval_results.json").unlink()
     assert main(["evaluate", str(run)]) == 0
     again = json.loads((run / "eval_results.json").read_text())
     assert abs(again["eval_accuracy"] - results["eval_accuracy"]) < 1e-9
+    for key in ("eval_loss", "eval_cross_entropy"):
+        assert abs(again[key] - results[key]) < 1e-5, key
 
     assert main(["export", str(run), str(out)]) == 0
     assert (out / "preprocessor_config.json").exists() and not (out / "tokenizer.json").exists()
@@ -117,9 +122,11 @@ def test_image_classifier_trains_evaluates_exports_and_classifies_without_hf_mod
     card = ModelCard.load(out / "README.md")
     assert card.data.pipeline_tag == "image-classification" and "mhc" in card.data.tags
     recipe = next(line for line in card.text.splitlines() if line.startswith("- Recipe:"))
-    assert recipe.endswith("moved by a random offset of up to 2 pixels per axis"), recipe
+    assert recipe.endswith("label smoothing 0.1; each training image moved by a random offset of up to 2 pixels per "
+                           "axis"), recipe  # fmt: skip
     parsed = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert parsed["accuracy"] == round(again["eval_accuracy"], 4)
+    assert parsed["loss"] == round(again["eval_cross_entropy"], 4)  # the plain cross-entropy, not the smoothed loss
 
     images = [mnist["test"][i]["image"] for i in range(4)]
     predictions, info = run_isolated_image_pipeline(out, images, top_k=2)
