@@ -242,19 +242,24 @@ def _first(split, count):
     return split.select(range(count)) if count and count < len(split) else split
 
 
+def _logit_metrics(metric, logits, labels):
+    """Accuracy (through the `evaluate` module `metric`) and the plain mean cross-entropy of class logits (N, K)
+    against labels (N,): what a training run's evaluations and `hf-models evaluate` both report."""
+    logits, labels = torch.as_tensor(logits).float(), torch.as_tensor(labels).long()
+    results = metric.compute(predictions=logits.argmax(-1), references=labels)
+    return {**results, "cross_entropy": float(torch.nn.functional.cross_entropy(logits, labels))}
+
+
 def accuracy_metrics():
-    """`compute_metrics` for Trainer: accuracy through `evaluate` (a local metric module, works offline) and the plain
-    cross-entropy (`eval_cross_entropy`; Trainer's `eval_loss` is label-smoothed when training is)."""
+    """`compute_metrics` for Trainer: `_logit_metrics` with the accuracy module shipped in hf_models (works offline);
+    Trainer's own `eval_loss` is label-smoothed when training is, `eval_cross_entropy` never."""
     from ..metrics import load_metric
 
     metric = load_metric("accuracy")
 
     def compute(prediction):
         logits = prediction.predictions
-        logits = torch.as_tensor(logits[0] if isinstance(logits, tuple) else logits).float()
-        labels = torch.as_tensor(prediction.label_ids).long()
-        results = metric.compute(predictions=logits.argmax(-1), references=labels)
-        return {**results, "cross_entropy": float(torch.nn.functional.cross_entropy(logits, labels))}
+        return _logit_metrics(metric, logits[0] if isinstance(logits, tuple) else logits, prediction.label_ids)
 
     return compute
 
@@ -322,11 +327,9 @@ def evaluate_image_folder(folder, data, batch_size=256, label_smoothing=0.0):
         logits.append(model(pixel_values=batch["pixel_values"]).logits.float())
         labels.append(batch["labels"])
     logits, labels = torch.cat(logits), torch.cat(labels)
-    accuracy = load_metric("accuracy").compute(predictions=logits.argmax(-1), references=labels)
-    results = {f"eval_{k}": v for k, v in accuracy.items()}
+    results = {f"eval_{k}": v for k, v in _logit_metrics(load_metric("accuracy"), logits, labels).items()}
     results.update(
         eval_loss=float(torch.nn.functional.cross_entropy(logits, labels, label_smoothing=label_smoothing)),
-        eval_cross_entropy=float(torch.nn.functional.cross_entropy(logits, labels)),
         eval_split=split_name,
         eval_examples=len(split),
     )
