@@ -3,9 +3,9 @@
 hf-models train CONFIG.yaml [--resume] [--<field> VALUE ...]
                            train with transformers.Trainer; fields of the YAML's model/data/training sections
                            (TrainingArguments included) can be overridden, e.g. --max_steps 20 --output_dir runs/x
-hf-models evaluate FOLDER [--corpus FILE]
+hf-models evaluate FOLDER [--corpus FILE | --image-dataset SOURCE [--eval-split S] [--max-eval-samples N]]
                            text: validation loss, perplexity, bits per character; images: accuracy and loss on the
-                           run's eval split -> FOLDER/eval_results.json
+                           run's eval split (an exported image folder names its data) -> FOLDER/eval_results.json
 hf-models export RUN_DIR OUT_DIR [--repo-id ID]
                            a run's final model (or newest checkpoint) -> a Hub-ready folder with its model card
 hf-models push OUT_DIR REPO_ID [--private] [--revision R]
@@ -61,7 +61,15 @@ def _train(args):
 def _evaluate(args):
     from .training.run import evaluate_folder
 
-    print(json.dumps(evaluate_folder(args.folder, corpus=args.corpus, block_size=args.block_size), indent=2))
+    results = evaluate_folder(
+        args.folder,
+        corpus=args.corpus,
+        block_size=args.block_size,
+        image_dataset=args.image_dataset,
+        eval_split=args.eval_split,
+        max_eval_samples=args.max_eval_samples,
+    )
+    print(json.dumps(results, indent=2))
     return 0
 
 
@@ -96,10 +104,22 @@ def build_parser():
     train.add_argument("config", help="configs/train/<name>_<dataset>_<size>.yaml")
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     train.set_defaults(func=_train)
-    evaluate = commands.add_parser("evaluate", help="evaluate a run or model folder on held-out text")
+    evaluate = commands.add_parser("evaluate", help="evaluate a run or model folder on held-out text or images")
     evaluate.add_argument("folder", type=Path)
     evaluate.add_argument("--corpus", help="held-out text file (default: the run's own validation split)")
     evaluate.add_argument("--block-size", type=int, default=None)
+    evaluate.add_argument(
+        "--image-dataset",
+        help="image classifiers: an MNIST folder of IDX files or a Hub dataset id (default: the run's)",
+    )
+    evaluate.add_argument(
+        "--eval-split", help="image classifiers: the split to evaluate (default: the run's, or test)"
+    )
+    evaluate.add_argument(
+        "--max-eval-samples",
+        type=int,
+        help="image classifiers: the first N examples only (default: the run's, or all)",
+    )
     evaluate.set_defaults(func=_evaluate)
     export = commands.add_parser("export", help="a run -> a Hub-ready folder with a generated model card")
     export.add_argument("run_dir", type=Path)

@@ -317,8 +317,13 @@ def evaluate_image_folder(folder, data, batch_size=256, label_smoothing=0.0):
     from ..data import load_mnist
     from ..metrics import load_metric
 
-    split_name = data.get("eval_split", "test")
-    split = _first(load_mnist(resolve_path(data["image_dataset"]))[split_name], data.get("max_eval_samples", 0))
+    split_name, count = data.get("eval_split", "test"), data.get("max_eval_samples", 0)
+    if not isinstance(count, int) or count < 0:
+        raise ValueError(f"max_eval_samples must be a count >= 0 (0: the whole split), got {count!r}")
+    splits = load_mnist(resolve_path(data["image_dataset"]))
+    if split_name not in splits:
+        raise ValueError(f"eval_split {split_name!r} is not a split of {data['image_dataset']}: {sorted(splits)}")
+    split = _first(splits[split_name], count)
     model = AutoModelForImageClassification.from_pretrained(folder).eval()
     transform = image_transform(AutoImageProcessor.from_pretrained(folder))
     logits, labels = [], []
@@ -367,24 +372,62 @@ def evaluate_lm(model, tokenizer, blocks, batch_size=16):
     }
 
 
-def evaluate_folder(folder, corpus=None, block_size=None, batch_size=16, run_dir=None, write=True):
+def evaluate_folder(
+    folder,
+    corpus=None,
+    block_size=None,
+    batch_size=16,
+    run_dir=None,
+    write=True,
+    image_dataset=None,
+    eval_split=None,
+    max_eval_samples=None,
+):
     """`hf-models evaluate`: a run folder (its train_config.yaml says the data) or an exported model folder.
-    `run_dir` is where train_config.yaml lies when `folder` is one of the run's checkpoints; `write` saves the
-    results as `folder/eval_results.json`."""
+
+    Text models: `corpus` is a held-out text file (default: the run's own validation split). Image classifiers
+    (recognised by their config's architecture): `image_dataset` (an MNIST folder or Hub dataset id), `eval_split`
+    and `max_eval_samples` default to the run's own; an exported folder has no run to default to, so it needs
+    `image_dataset`. `run_dir` is where train_config.yaml lies when `folder` is one of the run's checkpoints; `write`
+    saves the results as `folder/eval_results.json`."""
     folder = Path(folder)
     run_config = Path(run_dir or folder) / RUN_CONFIG_NAME
     recorded = yaml.safe_load(run_config.read_text()) if run_config.exists() else {}
-    data = recorded.get("data", {})
-    if data.get("image_dataset"):
+    data = dict(recorded.get("data", {}))
+    if _is_image_classifier(folder, data):
+        if corpus is not None:
+            raise ValueError(f"{folder} holds an image classifier; --corpus is for text models, use --image-dataset")
+        overrides = {"image_dataset": image_dataset, "eval_split": eval_split, "max_eval_samples": max_eval_samples}
+        data.update({key: value for key, value in overrides.items() if value is not None})
+        if not data.get("image_dataset"):
+            raise ValueError(
+                f"{folder} holds an image classifier and no {RUN_CONFIG_NAME} naming its data; pass --image-dataset "
+                "(an MNIST folder of IDX files or a Hub dataset id)"
+            )
         smoothing = recorded.get("training", {}).get("label_smoothing_factor", 0.0)
         results = evaluate_image_folder(folder, data, batch_size=max(batch_size, 256), label_smoothing=smoothing)
     else:
+        given = {"image_dataset": image_dataset, "eval_split": eval_split, "max_eval_samples": max_eval_samples}
+        misplaced = sorted(key for key, value in given.items() if value is not None)
+        if misplaced:
+            raise ValueError(f"{folder} holds a text model; {misplaced} apply to image classifiers only")
         results = _evaluate_text_folder(folder, data, corpus, block_size, batch_size)
     if write:  # keep what training recorded beside the metrics (global_step, world_size, precision)
         path = folder / EVAL_RESULTS_NAME
         previous = json.loads(path.read_text()) if path.exists() else {}
         path.write_text(json.dumps({**previous, **results}, indent=2) + "\n")
     return results
+
+
+def _is_image_classifier(folder, data):
+    """A run that trained on images, or a model folder whose config names an image-classification architecture."""
+    if data.get("image_dataset"):
+        return True
+    config = folder / "config.json"
+    if not config.exists():
+        return False
+    architectures = json.loads(config.read_text()).get("architectures") or []
+    return any(name.endswith("ForImageClassification") for name in architectures)
 
 
 def _evaluate_text_folder(folder, data, corpus, block_size, batch_size):

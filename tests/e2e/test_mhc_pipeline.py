@@ -100,7 +100,9 @@ def _snippets_run(folder, tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_image_classifier_trains_evaluates_exports_and_classifies_without_hf_models(tmp_path, mnist):
+def test_image_classifier_trains_evaluates_exports_and_classifies_without_hf_models(
+    tmp_path, mnist, shared_data_module, capsys
+):
     run, out = tmp_path / "run", tmp_path / "export"
     # with the training augmentation on: the evaluation below repeats the run's own only if it sees unshifted images;
     # with label smoothing: Trainer's eval_loss is the smoothed loss, eval_cross_entropy the plain one
@@ -128,6 +130,23 @@ def test_image_classifier_trains_evaluates_exports_and_classifies_without_hf_mod
     assert parsed["accuracy"] == round(again["eval_accuracy"], 4)
     assert parsed["loss"] == round(again["eval_cross_entropy"], 4)  # the plain cross-entropy, not the smoothed loss
 
+    # an exported folder has no run config: it is recognised as an image classifier and names its data
+    mnist_dir = str(shared_data_module / "mnist")
+    for arguments, message in (
+        ([], "no train_config.yaml naming its data; pass --image-dataset"),
+        (["--corpus", "README.md"], "--corpus is for text models"),
+        (["--image-dataset", mnist_dir, "--eval-split", "valid"], "eval_split 'valid' is not a split"),
+        (["--image-dataset", mnist_dir, "--max-eval-samples", "-1"], "max_eval_samples must be a count >= 0"),
+    ):
+        assert main(["evaluate", str(out), *arguments]) == 2
+        assert message in capsys.readouterr().err, arguments
+    assert main(["evaluate", str(out), "--image-dataset", mnist_dir, "--max-eval-samples",
+                 "1000"]) == 0  # fmt: skip
+    exported = json.loads((out / "eval_results.json").read_text())
+    assert exported["eval_examples"] == 1000 and exported["eval_split"] == "test"
+    assert abs(exported["eval_accuracy"] - results["eval_accuracy"]) < 1e-9
+    assert abs(exported["eval_cross_entropy"] - results["eval_cross_entropy"]) < 1e-5
+
     images = [mnist["test"][i]["image"] for i in range(4)]
     predictions, info = run_isolated_image_pipeline(out, images, top_k=2)
     assert info["model_module"].startswith("transformers_modules") and info["processor"].startswith("ViTImage")
@@ -136,11 +155,13 @@ def test_image_classifier_trains_evaluates_exports_and_classifies_without_hf_mod
     _snippets_run(out, tmp_path)
 
 
-def test_text_lm_trains_exports_and_generates_without_hf_models(tmp_path, shared_data_module):
+def test_text_lm_trains_exports_and_generates_without_hf_models(tmp_path, shared_data_module, capsys):
     run, out = tmp_path / "run", tmp_path / "export"
     assert main(["train", "configs/train/mhc_tinyshakespeare_tiny.yaml", "--output_dir", str(run),
                  "--max_steps", "4", "--max_eval_blocks", "8"]) == 0  # fmt: skip
     assert main(["export", str(run), str(out)]) == 0
+    assert main(["evaluate", str(out), "--image-dataset", str(shared_data_module / "mnist")]) == 2
+    assert "holds a text model; ['image_dataset'] apply to image classifiers only" in capsys.readouterr().err
     card = ModelCard.load(out / "README.md")
     assert card.data.pipeline_tag == "text-generation"
     text, module = run_isolated_pipeline(out, "ROMEO:\n", max_new_tokens=20, seed=0)
