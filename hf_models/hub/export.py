@@ -179,8 +179,12 @@ def build_card(model, preprocessor, run_config, results, repo_id, license="apach
     )
     if training.get("label_smoothing_factor"):
         recipe += f", label smoothing {_number(training['label_smoothing_factor'])}"
+    mask_ratio = getattr(model.config, "mask_ratio", 0.0) or 0.0
+    if mask_ratio > 0:  # image models that drop patches in training (mHC's `mask_ratio`)
+        recipe += f"; {_number(mask_ratio)} of each training image's patches dropped at random"
     if data.get("random_shift"):
-        recipe += f"; each training image moved by a random offset of up to {data['random_shift']} pixels per axis"
+        shift = data["random_shift"]
+        recipe += f"; each training image moved by a random offset of up to {shift} pixel{'s' * (shift != 1)} per axis"
     return ModelCard.from_template(
         card_data,
         template_path=str(CARDS / "template.md"),

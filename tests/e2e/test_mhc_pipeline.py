@@ -124,8 +124,8 @@ def test_image_classifier_trains_evaluates_exports_and_classifies_without_hf_mod
     card = ModelCard.load(out / "README.md")
     assert card.data.pipeline_tag == "image-classification" and "mhc" in card.data.tags
     recipe = next(line for line in card.text.splitlines() if line.startswith("- Recipe:"))
-    assert recipe.endswith("label smoothing 0.1; each training image moved by a random offset of up to 2 pixels per "
-                           "axis"), recipe  # fmt: skip
+    assert recipe.endswith("label smoothing 0.1; 0.25 of each training image's patches dropped at random; each "
+                           "training image moved by a random offset of up to 2 pixels per axis"), recipe  # fmt: skip
     parsed = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert parsed["accuracy"] == round(again["eval_accuracy"], 4)
     assert parsed["loss"] == round(again["eval_cross_entropy"], 4)  # the plain cross-entropy, not the smoothed loss
