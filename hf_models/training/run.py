@@ -394,11 +394,12 @@ def evaluate_folder(
     run_config = Path(run_dir or folder) / RUN_CONFIG_NAME
     recorded = yaml.safe_load(run_config.read_text()) if run_config.exists() else {}
     data = dict(recorded.get("data", {}))
+    given = {"image_dataset": image_dataset, "eval_split": eval_split, "max_eval_samples": max_eval_samples}
+    image_options = {key: value for key, value in given.items() if value is not None}
     if _is_image_classifier(folder, data):
         if corpus is not None:
             raise ValueError(f"{folder} holds an image classifier; --corpus is for text models, use --image-dataset")
-        overrides = {"image_dataset": image_dataset, "eval_split": eval_split, "max_eval_samples": max_eval_samples}
-        data.update({key: value for key, value in overrides.items() if value is not None})
+        data.update(image_options)
         if not data.get("image_dataset"):
             raise ValueError(
                 f"{folder} holds an image classifier and no {RUN_CONFIG_NAME} naming its data; pass --image-dataset "
@@ -407,10 +408,8 @@ def evaluate_folder(
         smoothing = recorded.get("training", {}).get("label_smoothing_factor", 0.0)
         results = evaluate_image_folder(folder, data, batch_size=max(batch_size, 256), label_smoothing=smoothing)
     else:
-        given = {"image_dataset": image_dataset, "eval_split": eval_split, "max_eval_samples": max_eval_samples}
-        misplaced = sorted(key for key, value in given.items() if value is not None)
-        if misplaced:
-            raise ValueError(f"{folder} holds a text model; {misplaced} apply to image classifiers only")
+        if image_options:
+            raise ValueError(f"{folder} holds a text model; {sorted(image_options)} apply to image classifiers only")
         results = _evaluate_text_folder(folder, data, corpus, block_size, batch_size)
     if write:  # keep what training recorded beside the metrics (global_step, world_size, precision)
         path = folder / EVAL_RESULTS_NAME
