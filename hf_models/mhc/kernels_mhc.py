@@ -12,9 +12,12 @@ before moving on:
     write_backward  dL/dx'  ->  dL/dF(h) only: what F's backward needs first
     read_backward   dL/dx', F(h), dL/dh  ->  dL/dx, dL/dH~, dL/dphi: the rest of both halves in one pass
 
-The projections by phi (P = x phi^T forward; dL/dx += dL/dP phi and dL/dphi += dL/dP^T x backward) are BLAS calls on
-chunks of `kChunk` tokens, made while the chunk's rows are in cache. Sinkhorn-Knopp runs on blocks of tokens, vectorised
-across the tokens, in its scaling form; its backward rebuilds the iterates and walks back through them.
+The projection by phi (P = x phi^T) is a register-blocked loop of its own (BLAS reaches about half the machine's peak on
+this thin shape, K = 2n + n^2 outputs per token); its backward (dL/dx += dL/dP phi, dL/dphi += dL/dP^T x) is two BLAS
+calls per chunk of `kChunk` tokens, made while the chunk's rows are in cache. The per-token loops run on vectors of
+channels with their sums in registers (expansion rates 2 to 4 are compiled for their n). Sinkhorn-Knopp runs on blocks
+of tokens, vectorised across the tokens, in its scaling form; its backward rebuilds the iterates and walks back through
+them.
 
 Tokens are split over torch's intra-op threads (`at::parallel_for`). float32 and float64 (the latter for tests).
 Nothing here runs at import: `load()` builds or loads the extension when a model first asks for it.
@@ -30,6 +33,7 @@ _SOURCE = r"""
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <mutex>
 #include <vector>
@@ -38,9 +42,10 @@ namespace {
 
 using torch::Tensor;
 
-constexpr int64_t kBlock = 8;        // tokens per Sinkhorn-Knopp block (one vector of lanes per matrix entry)
+constexpr int64_t kBlock = 8;        // lanes per vector: tokens per Sinkhorn-Knopp block, channels per step elsewhere
 constexpr int64_t kMaxStreams = 16;  // expansion rates up to 16 (checked)
-constexpr int64_t kChunk = 64;       // tokens per BLAS call inside a thread's range (their rows stay in L2)
+constexpr int64_t kChunk = 256;      // tokens per BLAS call in read_backward (BLAS is ~30% slower on runs of 64)
+constexpr int64_t kPass = 64;        // tokens per run in read_forward (their streams stay in L2 between its passes)
 
 template <typename T>
 inline T sigmoid(T v) { return T(1) / (T(1) + std::exp(-v)); }
@@ -48,51 +53,7 @@ inline T sigmoid(T v) { return T(1) / (T(1) + std::exp(-v)); }
 // the gate alpha of coefficient k of 2n + n^2: alpha_pre, alpha_post, then alpha_res
 inline int64_t gate_index(int64_t k, int64_t n) { return k < n ? 0 : (k < 2 * n ? 1 : 2); }
 
-template <typename T>
-inline T dot(const T* a, const T* b, int64_t size) {
-  T s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t c = 0; c < size; ++c) s += a[c] * b[c];
-  return s;
-}
-
-// dst = a * src
-template <typename T>
-inline void scaled(T* dst, T a, const T* src, int64_t size) {
-#pragma omp simd
-  for (int64_t c = 0; c < size; ++c) dst[c] = a * src[c];
-}
-
-// dst += a * src
-template <typename T>
-inline void add_scaled(T* dst, T a, const T* src, int64_t size) {
-#pragma omp simd
-  for (int64_t c = 0; c < size; ++c) dst[c] += a * src[c];
-}
-
-// out[r * nb + j] = <a_r, b_j> for a token's rows a_0..a_{na-1} and b_0..b_{nb-1} of length C
-template <typename T>
-void dots(const T* const* a, int64_t na, const T* const* b, int64_t nb, int64_t C, T* out) {
-  for (int64_t r = 0; r < na; ++r)
-    for (int64_t j = 0; j < nb; ++j) out[r * nb + j] = dot(a[r], b[j], C);
-}
-
-// y_i = sum_j w[i * n + j] x_j + p_i o for a token's n rows of C channels (y in L1 while it is summed)
-template <typename T>
-void mix(T* y, const T* w, const T* x, const T* p, const T* o, int64_t n, int64_t C) {
-  for (int64_t i = 0; i < n; ++i) {
-    scaled(y + i * C, p[i], o, C);
-    for (int64_t j = 0; j < n; ++j) add_scaled(y + i * C, w[i * n + j], x + j * C, C);
-  }
-}
-
-// Sinkhorn-Knopp on a block of kBlock tokens at once: every entry of the n x n matrices is a vector over the block's
-// tokens (GCC/Clang vector extensions), so each step is a few SIMD instructions (the matrices alone are too small to
-// vectorise). It runs in the scaling form: with E = exp(z - max), the t-th iterate is diag(u_t) E diag(v_t), where
-// the column step is v_t = 1 / (E^T u_{t-1}) and the row step u_t = 1 / (E v_t), u_0 = 1: the same sequence of
-// matrices as dividing the columns, then the rows of the matrix by their sums, with 2n divisions and 2n^2
-// multiply-adds per iteration instead of 2n^2 of each.
-
+// Vectors of kBlock lanes (GCC/Clang vector extensions): channels in the per-token loops below, tokens in Sinkhorn.
 template <typename T>
 struct Lanes {
   typedef T type __attribute__((vector_size(kBlock * sizeof(T))));
@@ -106,6 +67,159 @@ inline Vec<T> splat(T value) {
   for (int64_t b = 0; b < kBlock; ++b) v[b] = value;
   return v;
 }
+
+template <typename T>
+inline Vec<T> load(const T* p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T>
+inline void store(T* p, const Vec<T>& v) { std::memcpy(p, &v, sizeof(v)); }
+
+template <typename T>
+inline T lane_sum(const Vec<T>& v) {
+  T s = 0;
+  for (int64_t b = 0; b < kBlock; ++b) s += v[b];
+  return s;
+}
+
+// <a, b> with four independent accumulators (a single one would wait on the latency of every add)
+template <typename T>
+inline T dot(const T* a, const T* b, int64_t size) {
+  Vec<T> acc[4] = {splat(T(0)), splat(T(0)), splat(T(0)), splat(T(0))};
+  int64_t c = 0;
+  for (; c + 4 * kBlock <= size; c += 4 * kBlock)
+    for (int64_t u = 0; u < 4; ++u) acc[u] += load(a + c + u * kBlock) * load(b + c + u * kBlock);
+  for (; c + kBlock <= size; c += kBlock) acc[0] += load(a + c) * load(b + c);
+  T s = lane_sum<T>((acc[0] + acc[1]) + (acc[2] + acc[3]));
+  for (; c < size; ++c) s += a[c] * b[c];
+  return s;
+}
+
+// dst += a * src
+template <typename T>
+inline void add_scaled(T* dst, T a, const T* src, int64_t size) {
+#pragma omp simd
+  for (int64_t c = 0; c < size; ++c) dst[c] += a * src[c];
+}
+
+// out[r * nb + j] = <a_r, b_j> for a token's rows a_0..a_{na-1} and b_0..b_{nb-1} of length C (nb <= kMaxStreams + 1).
+// Two rows of a against all of b per pass: 2 nb independent sums, and every load of a row of b serves two of them.
+// NB > 0 fixes nb at compile time, so the sums stay in registers; NB = 0 takes nb at run time.
+template <typename T, int64_t NB>
+void dots_fixed(const T* const* a, int64_t na, const T* const* b, int64_t nb_at_run_time, int64_t C, T* out) {
+  const int64_t nb = NB > 0 ? NB : nb_at_run_time, body = C - C % kBlock;
+  Vec<T> acc[2][NB > 0 ? NB : kMaxStreams + 1];
+  for (int64_t r = 0; r < na; r += 2) {
+    const bool pair = r + 1 < na;
+    for (int64_t j = 0; j < nb; ++j) acc[0][j] = acc[1][j] = splat(T(0));
+    for (int64_t c = 0; c < body; c += kBlock) {
+      const Vec<T> a0 = load(a[r] + c), a1 = pair ? load(a[r + 1] + c) : a0;
+      for (int64_t j = 0; j < nb; ++j) {
+        const Vec<T> bj = load(b[j] + c);
+        acc[0][j] += a0 * bj;
+        acc[1][j] += a1 * bj;
+      }
+    }
+    for (int64_t q = 0; q < (pair ? 2 : 1); ++q)
+      for (int64_t j = 0; j < nb; ++j) {
+        T s = lane_sum<T>(acc[q][j]);
+        for (int64_t c = body; c < C; ++c) s += a[r + q][c] * b[j][c];
+        out[(r + q) * nb + j] = s;
+      }
+  }
+}
+
+template <typename T>
+void dots(const T* const* a, int64_t na, const T* const* b, int64_t nb, int64_t C, T* out) {
+  switch (nb) {  // expansion rates 1 to 4 need nb = n or n + 1
+    case 1: return dots_fixed<T, 1>(a, na, b, nb, C, out);
+    case 2: return dots_fixed<T, 2>(a, na, b, nb, C, out);
+    case 3: return dots_fixed<T, 3>(a, na, b, nb, C, out);
+    case 4: return dots_fixed<T, 4>(a, na, b, nb, C, out);
+    case 5: return dots_fixed<T, 5>(a, na, b, nb, C, out);
+    default: return dots_fixed<T, 0>(a, na, b, nb, C, out);
+  }
+}
+
+// y_r = sum_j w[r * n + j] x_j (+ p_r o when o is given), r < rows, for a token's n rows x_j of C channels: per vector
+// of channels the inputs are loaded once and every output is summed in a register and stored once. N > 0 fixes n at
+// compile time (the inputs then stay in registers); N = 0 takes it at run time.
+template <typename T, int64_t N>
+void mix_fixed(T* y, const T* w, const T* x, int64_t rows, int64_t n_at_run_time, int64_t C, const T* p, const T* o) {
+  const int64_t n = N > 0 ? N : n_at_run_time, body = C - C % kBlock;
+  Vec<T> xv[N > 0 ? N : kMaxStreams];
+  for (int64_t c = 0; c < body; c += kBlock) {
+    for (int64_t j = 0; j < n; ++j) xv[j] = load(x + j * C + c);
+    const Vec<T> ov = o ? load(o + c) : splat(T(0));
+    for (int64_t r = 0; r < rows; ++r) {
+      Vec<T> sum = o ? p[r] * ov : splat(T(0));
+      for (int64_t j = 0; j < n; ++j) sum += w[r * n + j] * xv[j];
+      store(y + r * C + c, sum);
+    }
+  }
+  for (int64_t c = body; c < C; ++c)
+    for (int64_t r = 0; r < rows; ++r) {
+      T sum = o ? p[r] * o[c] : T(0);
+      for (int64_t j = 0; j < n; ++j) sum += w[r * n + j] * x[j * C + c];
+      y[r * C + c] = sum;
+    }
+}
+
+template <typename T>
+void mix(T* y, const T* w, const T* x, int64_t rows, int64_t n, int64_t C, const T* p = nullptr,
+         const T* o = nullptr) {
+  switch (n) {
+    case 2: return mix_fixed<T, 2>(y, w, x, rows, n, C, p, o);
+    case 3: return mix_fixed<T, 3>(y, w, x, rows, n, C, p, o);
+    case 4: return mix_fixed<T, 4>(y, w, x, rows, n, C, p, o);
+    default: return mix_fixed<T, 0>(y, w, x, rows, n, C, p, o);
+  }
+}
+
+// out[t * K + k] = <x_t, phi_k> for `count` rows x_t and K rows phi_k, all of length D. Blocks of 4 tokens by 3 rows
+// of phi: 12 sums in registers, 7 loads per 12 multiply-adds; the block's tokens stay in L1 while phi streams past.
+template <typename T>
+void project(const T* x, const T* phi, int64_t count, int64_t D, int64_t K, T* out) {
+  constexpr int64_t kTokens = 4, kRows = 3;
+  const int64_t body = D - D % kBlock;
+  for (int64_t t = 0; t < count; t += kTokens) {
+    const int64_t tokens = std::min(kTokens, count - t);
+    const T* xr[kTokens];
+    for (int64_t q = 0; q < kTokens; ++q) xr[q] = x + (t + std::min(q, tokens - 1)) * D;  // a short block repeats
+    for (int64_t k = 0; k < K; k += kRows) {
+      const int64_t rows = std::min(kRows, K - k);
+      const T* pr[kRows];
+      for (int64_t r = 0; r < kRows; ++r) pr[r] = phi + (k + std::min(r, rows - 1)) * D;
+      Vec<T> acc[kTokens][kRows];
+      for (int64_t q = 0; q < kTokens; ++q)
+        for (int64_t r = 0; r < kRows; ++r) acc[q][r] = splat(T(0));
+      for (int64_t c = 0; c < body; c += kBlock) {
+        Vec<T> pv[kRows];
+        for (int64_t r = 0; r < kRows; ++r) pv[r] = load(pr[r] + c);
+        for (int64_t q = 0; q < kTokens; ++q) {
+          const Vec<T> xv = load(xr[q] + c);
+          for (int64_t r = 0; r < kRows; ++r) acc[q][r] += xv * pv[r];
+        }
+      }
+      for (int64_t q = 0; q < tokens; ++q)
+        for (int64_t r = 0; r < rows; ++r) {
+          T sum = lane_sum<T>(acc[q][r]);
+          for (int64_t c = body; c < D; ++c) sum += xr[q][c] * pr[r][c];
+          out[(t + q) * K + k + r] = sum;
+        }
+    }
+  }
+}
+
+// Sinkhorn-Knopp on a block of kBlock tokens at once: every entry of the n x n matrices is a vector over the block's
+// tokens (GCC/Clang vector extensions), so each step is a few SIMD instructions (the matrices alone are too small to
+// vectorise). It runs in the scaling form: with E = exp(z - max), the t-th iterate is diag(u_t) E diag(v_t), where
+// the column step is v_t = 1 / (E^T u_{t-1}) and the row step u_t = 1 / (E v_t), u_0 = 1: the same sequence of
+// matrices as dividing the columns, then the rows of the matrix by their sums, with 2n divisions and 2n^2
+// multiply-adds per iteration instead of 2n^2 of each.
 
 // E = exp(z - max) (n*n vectors) and the scalings: scale [iterations + 1][2n] holds (v_t, u_t), (1, 1) at t = 0.
 template <typename T>
@@ -226,12 +340,11 @@ std::vector<Tensor> read_forward(Tensor x, Tensor phi, Tensor bias, Tensor gate,
   auto proj = torch::empty({M, K}, x.options());
   auto tilde = torch::empty({M, K}, x.options());
   auto inv = torch::empty({M}, x.options());
-  const auto x2d = x.view({M, D});
-  const auto phi_t = phi.t();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mhc_read_forward", [&] {
     using T = scalar_t;
     const T* X = x.data_ptr<T>();
-    const T* P = proj.data_ptr<T>();
+    const T* PH = phi.data_ptr<T>();
+    T* P = proj.data_ptr<T>();
     auto b = bias.contiguous().to(x.scalar_type());
     auto g = gate.contiguous().to(x.scalar_type());
     const T* B = b.data_ptr<T>();
@@ -242,14 +355,12 @@ std::vector<Tensor> read_forward(Tensor x, Tensor phi, Tensor bias, Tensor gate,
     T* Ti = tilde.data_ptr<T>();
     T* I = inv.data_ptr<T>();
     at::parallel_for(0, M, grain(D), [&](int64_t begin, int64_t end) {
-      at::NoGradGuard no_grad;  // grad mode is per thread: the pool's threads would record the BLAS calls
       std::vector<T> pre(n);
       std::vector<Vec<T>> z(n * n), m(n * n), e(n * n), scale(2 * n * (iterations + 1));
-      for (int64_t first = begin; first < end; first += kChunk) {
-        const int64_t last = std::min(end, first + kChunk);
-        // P = x phi^T for this chunk (BLAS), while its streams are in cache for the pass below
-        auto proj_rows = proj.narrow(0, first, last - first);
-        at::mm_out(proj_rows, x2d.narrow(0, first, last - first), phi_t);
+      for (int64_t first = begin; first < end; first += kPass) {
+        const int64_t last = std::min(end, first + kPass);
+        // P = x phi^T for this run of tokens, while its streams are in cache for the pass below
+        project(X + first * D, PH, last - first, D, K, P + first * K);
         for (int64_t t = first; t < last; ++t) {
           const T* xs = X + t * D;
           T* tl = Ti + t * K;
@@ -261,8 +372,7 @@ std::vector<Tensor> read_forward(Tensor x, Tensor phi, Tensor bias, Tensor gate,
             Po[t * n + i] = T(2) * sigmoid(tl[n + i]);
           }
           T* ht = Hh + t * C;
-          scaled(ht, pre[0], xs, C);
-          for (int64_t i = 1; i < n; ++i) add_scaled(ht, pre[i], xs + i * C, C);
+          mix(ht, pre.data(), xs, 1, n, C);
         }
         for (int64_t t = first; t < last; t += kBlock) {  // H_res, kBlock tokens at a time
           const int64_t count = std::min(kBlock, last - t);
@@ -296,7 +406,7 @@ Tensor write_forward(Tensor x, Tensor res, Tensor post, Tensor out) {
         const T* xs = X + t * D;
         const T* o = O + t * C;
         const T* r = R + t * n * n;
-        mix(Y + t * D, r, xs, Po + t * n, o, n, C);
+        mix(Y + t * D, r, xs, n, n, C, Po + t * n, o);
       }
     });
   });
@@ -318,9 +428,7 @@ Tensor write_backward(Tensor grad, Tensor post) {
     T* DO = dout.data_ptr<T>();
     at::parallel_for(0, M, grain(D), [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
-        T* d_out = DO + t * C;
-        scaled(d_out, Po[t * n], Gr + t * D, C);
-        for (int64_t i = 1; i < n; ++i) add_scaled(d_out, Po[t * n + i], Gr + t * D + i * C, C);
+        mix(DO + t * C, Po + t * n, Gr + t * D, 1, n, C);
       }
     });
   });
@@ -436,7 +544,7 @@ std::vector<Tensor> read_backward(Tensor grad, Tensor out, Tensor gh, Tensor gpo
           // dx_j = sum_i H_res[i, j] grad_i + H_pre[j] dL/dh + scale_x x_j: `mix` with w = H_res^T
           for (int64_t i = 0; i < n; ++i)
             for (int64_t j = 0; j < n; ++j) transposed[j * n + i] = has_grad ? r[i * n + j] : T(0);
-          mix(DX + t * D, transposed.data(), has_grad ? Gr + t * D : xs, pre.data(), ght, n, C);
+          mix(DX + t * D, transposed.data(), has_grad ? Gr + t * D : xs, n, n, C, pre.data(), ght);
           add_scaled(DX + t * D, scale_x, xs, D);
         }
         // the phi terms for this chunk (BLAS) while its rows are in cache: dx += dP phi, dphi += dP^T x
