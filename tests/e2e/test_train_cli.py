@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,9 +12,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from hf_models.cli import main
 from hf_models.hub import audit_folder, run_isolated
 from hf_models.training.arguments import parse_train_args
-from hf_models.training.run import generate_sample, train
+from hf_models.training.run import generate_sample, load_model_config, train
 
 
+ROOT = Path(__file__).resolve().parents[2]
 TINY = "configs/train/ngt_tinyshakespeare_tiny.yaml"
 
 
@@ -129,3 +131,17 @@ def test_stock_baseline_trains_through_the_same_command(tmp_path, shared):
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "llama" and saved["vocab_size"] == 66
     assert json.loads((tmp_path / "eval_results.json").read_text())["global_step"] == 2
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs" / "train").glob("*.yaml")))
+def test_every_shipped_train_config_parses_and_builds_its_model_config(config, tmp_path):
+    """The recipes in configs/train/ are documentation people copy: each parses, names an existing model config and
+    only overrides fields that config has."""
+    model_args, data_args, training_args = parse_train_args(
+        ROOT / "configs" / "train" / config, ["--output_dir", str(tmp_path)]
+    )
+    model_config = load_model_config(model_args)
+    for key, value in json.loads(model_args.model_overrides).items():
+        assert getattr(model_config, key) == value
+    assert training_args.output_dir == str(tmp_path)
+    assert (data_args.image_dataset is None) == (model_config.to_dict().get("modality", "text") == "text")
