@@ -31,7 +31,6 @@ from pathlib import Path
 
 import torch
 import transformers
-import yaml
 from transformers import TrainerCallback
 
 
@@ -163,8 +162,8 @@ def bench_text(workdir):
 def bench_mnist(workdir, epochs):
     config = "configs/train/mhc_mnist_small.yaml"
     extra = ["--num_train_epochs", str(epochs)] if epochs else []
-    training = yaml.safe_load((ROOT / config).read_text())["training"]
-    recipe = {key: training[key] for key in ("per_device_train_batch_size", "learning_rate", "warmup_steps")}
+    training = parse_train_args(ROOT / config, extra)[2]
+    recipe = {key: getattr(training, key) for key in ("per_device_train_batch_size", "learning_rate", "warmup_steps")}
     results, curve, seconds = _run(config, workdir / "mnist", extra)
     curve = [entry for i, entry in enumerate(curve) if entry["step"] not in {e["step"] for e in curve[:i]}]
     # the plain cross-entropy: Trainer's eval_loss is label-smoothed when the recipe smooths the labels
@@ -273,10 +272,10 @@ def render_markdown(report):
                   f"Command: `{t.get('command', '')}`."]  # fmt: skip
     if "mnist" in report:
         m = report["mnist"]
-        r = m.get("recipe", {})
+        r = m["recipe"]
         lines += ["", "## MNIST (configs/train/mhc_mnist_small.yaml: the original model, 5 epochs of AdamW; batch "
-                  f"{r.get('per_device_train_batch_size', '?')}, peak lr {r.get('learning_rate', 0):.0e} on a cosine after "
-                  f"{r.get('warmup_steps', '?')} warmup steps, no dropout, patch dropping 0.1, label smoothing 0.1, "
+                  f"{r['per_device_train_batch_size']}, peak lr {r['learning_rate']:.0e} on a cosine after "
+                  f"{r['warmup_steps']:g} warmup steps, no dropout, patch dropping 0.1, label smoothing 0.1, "
                   "1-pixel shifts)", "",
                   f"Test accuracy {m['test_accuracy']:.4f} (cross-entropy {m['test_loss']:.4f}) after {m['steps']} steps; "
                   f"wall-clock {m['wall_seconds'] / 60:.1f} min. Command: `{m.get('command', '')}`.", "",
