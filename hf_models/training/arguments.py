@@ -14,15 +14,13 @@ overrides on top (`--<field> VALUE`, any field of the three sections), all parse
 """
 
 import json
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from .precision import bf16_is_fast
+from .precision import choose_precision, training_device
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -90,7 +88,6 @@ class TrainArguments(TrainingArguments):
 
 
 SECTIONS = {"model": ModelArguments, "data": DataArguments, "training": TrainArguments}
-PRECISIONS = ("auto", "no", "bf16", "fp16")
 TOKENIZERS = ("char", "bpe", "gpt2")
 _RENAMES = {("model", "config"): "model_config", ("model", "overrides"): "model_overrides"}
 
@@ -137,26 +134,12 @@ def _to_argv(flat):
     return argv
 
 
-def _has_accelerator():
-    accelerator = getattr(torch, "accelerator", None)
-    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
-
-
 def _precision_flags(training_args):
-    """The --bf16/--fp16 flags `precision` asks for on this machine (none when one is set explicitly)."""
-    choice = training_args.precision
-    if choice not in PRECISIONS:
-        raise ValueError(f"training.precision={choice!r} is invalid: must be one of {PRECISIONS}")
-    if training_args.bf16 or training_args.fp16 or choice == "no":
-        return []
-    if choice == "auto":
-        if training_args.use_cpu or not _has_accelerator():
-            choice = "bf16" if bf16_is_fast("cpu") else "no"
-        elif torch.cuda.is_available():
-            choice = "bf16" if bf16_is_fast("cuda") else "fp16"
-        else:
-            choice = "no"
-    return [] if choice == "no" else [f"--{choice}", "true"]
+    """`--bf16 true` / `--fp16 true` as `training.precision` resolves on this host (none for float32). An explicit
+    --bf16/--fp16 wins over `precision`, and is checked against the host the same way."""
+    requested = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else training_args.precision
+    precision = choose_precision(requested, training_device(training_args.use_cpu))
+    return [] if precision == "no" else [f"--{precision}", "true"]
 
 
 def parse_train_args(config_path, cli_args=()):
@@ -164,12 +147,12 @@ def parse_train_args(config_path, cli_args=()):
     config_path = resolve_path(config_path)
     if not Path(config_path).is_file():
         raise ValueError(f"train config not found: {config_path}")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator():
-        # Launched as several processes (torchrun / accelerate launch) on a machine without an accelerator:
-        # data-parallel on the CPU over gloo, which TrainingArguments sets up when told to use the CPU.
-        os.environ["ACCELERATE_USE_CPU"] = "true"
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainArguments))
     argv = _to_argv(_flatten(config_path)) + list(cli_args)
+    if training_device() == "cpu":
+        # No accelerator: the run is on the CPU whatever the file says. TrainingArguments refuses bf16 on a CPU unless
+        # told so, and a multi-process run (torchrun / accelerate launch) then takes gloo.
+        argv += ["--use_cpu", "true"]
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     if training_args.push_to_hub:
         raise ValueError(

@@ -1,25 +1,133 @@
-"""Which mixed precision helps on the current machine."""
+"""Which mixed precision a training run uses on the current machine, and which it cannot use.
+
+`precision: auto` picks, per host:
+
+| host | auto | bf16 | fp16 |
+|---|---|---|---|
+| CPU with native bf16 (AVX512-BF16 or AMX) | bf16 | bf16 | refused |
+| CPU without (AVX2, or an unknown CPU) | float32 | bf16, emulated (slow; warned) | refused |
+| CUDA GPU with bf16 (Ampere and newer) | bf16 | bf16 | fp16 |
+| older CUDA GPU | fp16 | refused | fp16 |
+| another accelerator (MPS, XPU, ...) | float32 | passed to transformers | passed to transformers |
+
+`HF_MODELS_CPU_BF16=1` (or `0`) overrides the CPU detection: for a virtual machine that hides its CPU flags, or to
+run a machine as the other kind.
+"""
 
 import functools
+import os
 from pathlib import Path
 
 import torch
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+CPU_BF16_ENV = "HF_MODELS_CPU_BF16"
+_NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
+def _cpuinfo_flags(path="/proc/cpuinfo"):
+    """The CPU flags listed in /proc/cpuinfo (Linux); an empty set where the file does not exist (macOS, Windows)
+    or cannot be read."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def _torch_reports_native_bf16():
+    """torch's own CPU feature detection (cpuinfo, works on every OS), where this torch has it; None otherwise."""
+    cpu = getattr(torch, "cpu", None)
+    probes = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    probes = [probe for probe in probes if probe is not None]
+    if not probes:
+        return None
+    try:
+        return any(probe() for probe in probes)
+    except Exception:  # a torch build without the probe's backing library
+        return None
 
 
 @functools.cache
+def cpu_has_native_bf16():
+    """True where this CPU runs bf16 matmuls natively (AVX512-BF16 or AMX), so bf16 autocast speeds training up. On
+    other CPUs PyTorch emulates bf16 and it runs many times slower than float32.
+
+    Order: the `HF_MODELS_CPU_BF16` override (1/0), torch's CPU detection, /proc/cpuinfo; False when none answers."""
+    override = os.environ.get(CPU_BF16_ENV, "").strip().lower()
+    if override:
+        if override in ("1", "true", "yes", "on"):
+            return True
+        if override in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{CPU_BF16_ENV}={override!r} is invalid: use 1 or 0 (or leave it unset to detect)")
+    reported = _torch_reports_native_bf16()
+    if reported is not None:
+        return reported
+    return bool(_NATIVE_BF16_FLAGS & _cpuinfo_flags())
+
+
 def bf16_is_fast(device_type=None):
-    """True where bf16 autocast speeds training up: a CUDA GPU with bf16 support, or a CPU with native bf16
-    instructions (AVX512-BF16 or AMX). On an AVX2-only CPU, PyTorch emulates bf16 matmuls and they run hundreds of
-    times slower than float32, so bf16 must not be switched on there."""
+    """True where bf16 autocast speeds training up on `device_type` ("cuda" or "cpu"; default: CUDA when present)."""
     device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return False
-    flags = set()
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
-    return bool({"avx512_bf16", "amx_bf16"} & flags)
+    return cpu_has_native_bf16()
+
+
+def has_accelerator():
+    """A CUDA (or other torch accelerator) device is present."""
+    accelerator = getattr(torch, "accelerator", None)
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+
+
+def training_device(use_cpu=False):
+    """The device type a Trainer run lands on: "cpu" (asked for, or no accelerator), "cuda", or another accelerator's
+    type ("mps", "xpu", ...)."""
+    if use_cpu or not has_accelerator():
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    accelerator = getattr(torch, "accelerator", None)
+    return accelerator.current_accelerator().type if accelerator is not None else "cpu"
+
+
+def choose_precision(requested, device_type):
+    """The precision ("bf16", "fp16" or "no") a run with `training.precision=requested` uses on `device_type`.
+
+    `auto` picks the fastest one the host runs; an explicit choice the host cannot run raises a `ValueError` that says
+    why, before any work starts."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"training.precision={requested!r} is invalid: must be one of {PRECISIONS}")
+    if device_type == "cpu":
+        if requested == "fp16":
+            raise ValueError(
+                "training.precision=fp16 needs a CUDA GPU, and this run is on the CPU (no GPU, or use_cpu): use "
+                "precision bf16, no or auto"
+            )
+        if requested == "auto":
+            return "bf16" if bf16_is_fast("cpu") else "no"
+        if requested == "bf16" and not bf16_is_fast("cpu"):
+            logger.warning(
+                "training.precision=bf16 on a CPU without native bf16 (AVX512-BF16 or AMX): PyTorch emulates it, "
+                "and training runs several times slower than in float32 (precision auto or no)"
+            )
+        return requested
+    if device_type == "cuda":
+        if requested == "auto":
+            return "bf16" if bf16_is_fast("cuda") else "fp16"
+        if requested == "bf16" and not bf16_is_fast("cuda"):
+            name = torch.cuda.get_device_name()
+            raise ValueError(
+                f"training.precision=bf16 needs a GPU with bf16 support (Ampere or newer); {name} has none: use "
+                "precision fp16, no or auto"
+            )
+        return requested
+    return "no" if requested == "auto" else requested
