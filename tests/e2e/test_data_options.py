@@ -1,5 +1,5 @@
-"""Data and precision options of `hf-models train`: GPT-2's encoding through tiktoken, a separate held-out file with
-multi-process tokenisation, and the mixed-precision choice."""
+"""Data options of `hf-models train`: GPT-2's encoding through tiktoken, a separate held-out file with
+multi-process tokenisation, and argument errors (the mixed-precision choice: tests/test_precision.py)."""
 
 import base64
 import json
@@ -11,7 +11,6 @@ from tiktoken_ext.openai_public import r50k_pat_str
 from hf_models.cli import main
 from hf_models.data import gpt2_tokenizer
 from hf_models.data.text import ENDOFTEXT, GPT2_TIKTOKEN_URLS
-from hf_models.training import arguments
 from hf_models.training.arguments import parse_train_args
 
 
@@ -129,16 +128,3 @@ def test_data_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="validation_file"):
         parse_train_args(TINY, ["--output_dir", str(tmp_path), "--corpus", "", "--dataset", "x",
                                 "--validation_file", "v.txt"])  # fmt: skip
-
-
-def test_mixed_precision_follows_the_machine(tmp_path, monkeypatch):
-    def parse(*extra):
-        training = parse_train_args(TINY, ["--output_dir", str(tmp_path), "--use_cpu", "true", *extra])[2]
-        return training.bf16, training.fp16
-
-    monkeypatch.setattr(arguments, "bf16_is_fast", lambda device=None: False)
-    assert parse() == (False, False)  # an AVX2-only CPU emulates bf16: float32 is faster
-    assert parse("--precision", "bf16") == (True, False)  # asked for explicitly
-    monkeypatch.setattr(arguments, "bf16_is_fast", lambda device=None: True)
-    assert parse() == (True, False)  # AVX512-BF16 / AMX
-    assert parse("--precision", "no") == (False, False)

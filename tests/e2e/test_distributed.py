@@ -34,20 +34,38 @@ def test_every_accelerate_file_parses():
     )
 
 
-@pytest.mark.slow
-def test_two_process_cpu_ddp_run(tmp_path, shared_data):
-    out = tmp_path / "run"
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE / "cpu_ddp_2proc.yaml"),
-        "-m", "hf_models.cli", "train", "configs/train/ngt_tinyshakespeare_tiny.yaml", "--output_dir", str(out),
-        "--max_steps", "6", "--logging_steps", "3", "--save_steps", "3", "--max_eval_blocks", "4",
-    ]  # fmt: skip
+TRAIN = ["-m", "hf_models.cli", "train", "configs/train/ngt_tinyshakespeare_tiny.yaml"]
+LAUNCHERS = {
+    "accelerate-2proc": ["-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE / "cpu_ddp_2proc.yaml")],
+    "accelerate-1proc": ["-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+                         "--mixed_precision", "no", "--dynamo_backend", "no"],
+    "torchrun-2proc": ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29512"],
+}  # fmt: skip
+
+
+def launch(launcher, out, *extra, native_bf16=None):
+    """`hf-models train` of the tiny NGT config under `launcher`; the CPU taken as native-bf16 or not (None: as it
+    is)."""
+    command = [sys.executable, *LAUNCHERS[launcher], *TRAIN, "--output_dir", str(out), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if native_bf16 is not None:
+        env["HF_MODELS_CPU_BF16"] = "1" if native_bf16 else "0"
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("native_bf16", [True, False], ids=["native-bf16-cpu", "avx2-cpu"])
+def test_two_process_cpu_ddp_run(tmp_path, shared_data, native_bf16):
+    out = tmp_path / "run"
+    result = launch(
+        "accelerate-2proc", out, "--max_steps", "6", "--logging_steps", "3", "--save_steps", "3",
+        "--max_eval_blocks", "4", native_bf16=native_bf16,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     results = json.loads((out / "eval_results.json").read_text())
     assert results["world_size"] == 2 and results["global_step"] == 6
+    assert results["precision"] == ("bf16" if native_bf16 else "no")  # precision auto follows the CPU
     state = json.loads((out / "trainer_state.json").read_text())
     logs = [log for log in state["log_history"] if "loss" in log]
     assert [log["step"] for log in logs] == [3, 6]
@@ -59,3 +77,25 @@ def test_two_process_cpu_ddp_run(tmp_path, shared_data):
     assert (out / "checkpoint-6").is_dir()
     samples = (out / "samples.jsonl").read_text().splitlines()  # written once, by the main process
     assert len(samples) == 1 and json.loads(samples[0])["step"] == 6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["accelerate-1proc", "torchrun-2proc"])
+def test_bf16_under_each_launcher(tmp_path, shared_data, launcher):
+    """bf16 asked for explicitly runs on the CPU under every launcher (emulated where the CPU has no native bf16)."""
+    out = tmp_path / "run"
+    result = launch(launcher, out, "--max_steps", "2", "--save_steps", "2", "--max_eval_blocks", "2",
+                    "--precision", "bf16", "--sample_max_new_tokens", "0")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["precision"] == "bf16" and results["global_step"] == 2
+    assert results["world_size"] == (2 if launcher.endswith("2proc") else 1)
+
+
+@pytest.mark.slow
+def test_fp16_on_the_cpu_is_refused_by_every_process_before_any_work(tmp_path, shared_data):
+    out = tmp_path / "run"
+    result = launch("torchrun-2proc", out, "--precision", "fp16")
+    assert result.returncode != 0
+    assert result.stderr.count("hf-models train: training.precision=fp16 needs a CUDA GPU") == 2, result.stderr[-4000:]
+    assert not out.exists()  # refused before anything was written
