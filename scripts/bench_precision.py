@@ -9,19 +9,17 @@ bf16 only pays where the hardware has it: CUDA GPUs with bf16, and CPUs with AVX
 PyTorch emulates bf16 matrix products and bf16 runs many times slower than float32; the script still measures
 it (with --emulated-steps steps, as a full curve would take hours) and says so in the report.
 
-    python scripts/bench_precision.py                 # writes benchmarks/precision.json and .md
+    python scripts/bench_precision.py                 # writes benchmarks/precision_<host kind>.json and .md
     python scripts/bench_precision.py --device cuda   # on a GPU
 """
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
-import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 
 
@@ -29,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import hf_models  # noqa: E402, F401  (registers hfm_ngt)
 from hf_models.data import char_tokenizer, load_text_splits, pack_blocks  # noqa: E402
-from hf_models.training import bf16_is_fast  # noqa: E402
+from hf_models.training import bf16_is_fast, host_info  # noqa: E402
 
 
 def build_models(vocab_size, block_size):
@@ -86,7 +84,11 @@ def main(argv=None):
     parser.add_argument("--block-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--corpus", default=str(ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"))
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "precision"))
+    parser.add_argument(
+        "--out",
+        help="output path without suffix (default: benchmarks/precision_<host kind>: cpu_native_bf16, "
+        "cpu_emulated_bf16 or cuda)",
+    )
     args = parser.parse_args(argv)
 
     native = bf16_is_fast(args.device)
@@ -120,26 +122,14 @@ def main(argv=None):
         }
         print(name, json.dumps({k: v for k, v in report["models"][name].items() if not k.startswith("loss_")}),
               flush=True)  # fmt: skip
-    report["environment"] = {
-        "torch": torch.__version__, "transformers": transformers.__version__, "machine": platform.machine(),
-        "processor": _processor_name(), "device": args.device, "threads": torch.get_num_threads(),
-        "native_bf16": native,
-    }  # fmt: skip
+    report["environment"] = {**host_info(), "device": args.device, "native_bf16": native}
     report["setup"] = {"steps": steps, "warmup": args.warmup, "batch_size": args.batch_size,
                        "block_size": args.block_size, "command": "python scripts/bench_precision.py"}  # fmt: skip
-    out = Path(args.out)
+    kind = "cuda" if args.device == "cuda" else "cpu_native_bf16" if native else "cpu_emulated_bf16"
+    out = Path(args.out or ROOT / "benchmarks" / f"precision_{kind}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     out.with_suffix(".md").write_text(render_markdown(report))
-
-
-def _processor_name():
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def render_markdown(report):
@@ -147,8 +137,8 @@ def render_markdown(report):
     lines = [
         "# bf16 autocast vs float32 training (NGT small config, and a stock Llama of the same size)",
         "",
-        f"torch {env['torch']}, transformers {env['transformers']}, {env['device']} ({env['processor']}), "
-        f"{env['threads']} threads. Native bf16: {'yes' if env['native_bf16'] else 'no'}. Same initial weights and "
+        f"torch {env['torch']}, transformers {env['transformers']}, {env['device']} ({env['processor']}, torch CPU "
+        f"capability {env['cpu_capability']}), {env['threads']} threads. Native bf16: {'yes' if env['native_bf16'] else 'no'}. Same initial weights and "
         f"batches in both precisions: {setup['steps']} steps of batch {setup['batch_size']} x {setup['block_size']} "
         f"characters of tinyshakespeare, AdamW lr 3e-3, {setup['warmup']} warmup step(s) not timed. "
         f"Command: `{setup['command']}`.",

@@ -192,3 +192,13 @@ def test_two_training_steps_in_each_precision(tmp_path, shared_data, cpu_kind, c
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
     recorded = (out / "train_config.yaml").read_text()
     assert f"bf16: {'true' if expected == 'bf16' else 'false'}" in recorded and "use_cpu: true" in recorded
+
+
+def test_host_info_names_the_processor_and_its_bf16(cpu_kind):
+    from hf_models.training import host_info
+
+    for native in (True, False):
+        cpu_kind(native)
+        info = host_info()
+        assert info["cpu_native_bf16"] is native and info["processor"] and info["threads"] >= 1
+        assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()

@@ -1,6 +1,6 @@
 """Training machinery shared by every architecture."""
 
-from .precision import bf16_is_fast
+from .precision import bf16_is_fast, host_info
 
 
-__all__ = ["bf16_is_fast"]
+__all__ = ["bf16_is_fast", "host_info"]

@@ -131,3 +131,41 @@ def choose_precision(requested, device_type):
             )
         return requested
     return "no" if requested == "auto" else requested
+
+
+def processor_name():
+    """The CPU's model name with its family and model numbers where /proc/cpuinfo has them (a virtual machine may
+    show only "AMD EPYC"), else `platform.processor()`."""
+    import platform
+
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    if "model name" in fields:
+        numbers = [f"{key} {fields[key]}" for key in ("cpu family", "model") if key in fields]
+        return fields["model name"] + (f" ({', '.join(numbers)})" if numbers else "")
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def host_info():
+    """What a benchmark ran on, for its JSON: processor, torch's CPU capability, native bf16, threads, GPU, versions."""
+    import platform
+
+    import transformers
+
+    return {
+        "processor": processor_name(),
+        "machine": platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "cpu_flags": sorted(_cpuinfo_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),
+        "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
