@@ -4,8 +4,10 @@ hf-models train CONFIG.yaml [--resume] [--<field> VALUE ...]
                            train with transformers.Trainer; fields of the YAML's model/data/training sections
                            (TrainingArguments included) can be overridden, e.g. --max_steps 20 --output_dir runs/x
 hf-models evaluate FOLDER [--corpus FILE | --image-dataset SOURCE [--eval-split S] [--max-eval-samples N]]
+                          [--output FILE]
                            text: validation loss, perplexity, bits per character; images: accuracy and loss on the
-                           run's eval split (an exported image folder names its data) -> FOLDER/eval_results.json
+                           run's eval split (an exported image folder names its data). Printed, and written to
+                           --output, else to FOLDER/eval_results.json for a run on its own data
 hf-models export RUN_DIR OUT_DIR [--repo-id ID]
                            a run's final model (or newest checkpoint) -> a Hub-ready folder with its model card
 hf-models push OUT_DIR REPO_ID [--private] [--revision R]
@@ -59,17 +61,27 @@ def _train(args):
 
 
 def _evaluate(args):
-    from .training.run import evaluate_folder
+    from .training.run import EVAL_RESULTS_NAME, evaluate_and_record
 
-    results = evaluate_folder(
+    results, written = evaluate_and_record(
         args.folder,
         corpus=args.corpus,
         block_size=args.block_size,
         image_dataset=args.image_dataset,
         eval_split=args.eval_split,
         max_eval_samples=args.max_eval_samples,
+        output=args.output,
     )
     print(json.dumps(results, indent=2))
+    if written is not None:
+        print(f"hf-models evaluate: results written to {written}", file=sys.stderr)
+    else:
+        print(
+            f"hf-models evaluate: results not written: {args.folder / EVAL_RESULTS_NAME} stays as it is (an "
+            "export's is what its card reports, a run's is its evaluation on its own data); pass --output FILE to "
+            "save them",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -120,6 +132,12 @@ def build_parser():
         type=int,
         help="image classifiers: the first N examples only (default: the run's, or all)",
     )
+    evaluate.add_argument(
+        "--output",
+        type=Path,
+        help="write the results to this JSON file (default: FOLDER/eval_results.json, only for a run folder "
+        "evaluated on its own data; an export's file stays what its card reports)",
+    )
     evaluate.set_defaults(func=_evaluate)
     export = commands.add_parser("export", help="a run -> a Hub-ready folder with a generated model card")
     export.add_argument("run_dir", type=Path)
@@ -158,7 +176,8 @@ def main(argv=None):
             return 2
     try:
         return args.func(args)
-    except ValueError as error:
+    except (ValueError, OSError) as error:
+        # bad input, a missing or unreadable file, an unreachable Hub: one line naming it instead of a traceback
         print(f"hf-models {args.command}: {error}", file=sys.stderr)
         return 2
 

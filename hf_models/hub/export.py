@@ -1,8 +1,11 @@
 """`hf-models export` and `hf-models push`: a training run -> a Hub-ready folder with a generated model card."""
 
+import contextlib
 import json
 import os
 import shutil
+import socket
+import time
 from pathlib import Path
 
 import yaml
@@ -15,26 +18,100 @@ from transformers import (
     AutoTokenizer,
     GenerationConfig,
 )
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging
 
-from ..training.arguments import resolve_path
-from ..training.run import evaluate_folder, last_sample
+from ..training.arguments import load_yaml, resolve_path
+from ..training.checkpoints import newest_complete_checkpoint
+from ..training.run import check_model_folder, evaluate_folder, last_sample
 from .remote_code import audit_folder
 
 
+try:
+    import fcntl
+except ImportError:  # Windows: the partial folder's creation alone keeps a second export out
+    fcntl = None
+
+logger = logging.get_logger(__name__)
+
 CARDS = Path(__file__).resolve().parents[2] / "model_cards"
 PROMPT = "ROMEO:\n"
+# An export is written into `<out_dir>.partial` (holding this marker file) and renamed to `out_dir` when complete:
+# a folder with the suffix or the marker is an unfinished export.
+PARTIAL_SUFFIX = ".partial"
+IN_PROGRESS_NAME = ".export-in-progress"
 
 
 def _source_folder(run_dir):
-    """The run's final model (output_dir itself), else its newest checkpoint."""
+    """The run's final model (output_dir itself), else its newest complete checkpoint (unfinished newer ones, from
+    a kill while a checkpoint was written, are skipped with a warning)."""
     run_dir = Path(run_dir)
     if (run_dir / "model.safetensors").exists() or (run_dir / "model.safetensors.index.json").exists():
+        check_model_folder(run_dir)
         return run_dir
-    checkpoint = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+    checkpoint, skipped = newest_complete_checkpoint(run_dir)
+    if checkpoint is None and skipped:
+        listing = "\n".join(f"  {folder.name}: {'; '.join(problems)}" for folder, problems in skipped)
+        raise ValueError(f"{run_dir} holds no model (model.safetensors) and no complete checkpoint:\n{listing}")
     if checkpoint is None:
         raise ValueError(f"{run_dir} holds no model (model.safetensors) and no checkpoint-* folder")
-    return Path(checkpoint)
+    for folder, problems in skipped:
+        logger.warning(f"export: skipping {folder.name}, which is incomplete: {'; '.join(problems)}")
+    return checkpoint
+
+
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+
+
+@contextlib.contextmanager
+def _staging_folder(out_dir, run_dir):
+    """`<out_dir>.partial`, held for this export alone: created with `mkdir` and locked with `flock` while the export
+    writes into it, removed if the export fails. A second export to the same target finds the lock taken and stops
+    with a ValueError; a partial folder whose lock is free was left by a killed export and is emptied for reuse."""
+    staging = out_dir.with_name(out_dir.name + PARTIAL_SUFFIX)
+    try:
+        staging.mkdir(parents=True)
+        created = True
+    except FileExistsError:
+        created = False
+    handle = os.open(staging, os.O_RDONLY)
+    try:
+        if fcntl is not None:
+            try:
+                # released when the handle closes, also when the process is killed
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ValueError(
+                    f"another export to {out_dir} is in progress (it holds {staging}); wait for it to finish or "
+                    "export to another folder"
+                ) from None
+        elif not created:
+            raise ValueError(
+                f"{staging} exists: another export to {out_dir} is running or was interrupted; remove {staging} "
+                "if none is running"
+            )
+        if not created:
+            contents = list(staging.iterdir())
+            if contents and not (staging / IN_PROGRESS_NAME).exists():
+                raise ValueError(f"{staging} exists and was not written by `hf-models export`: remove or rename it")
+            if contents:
+                logger.warning(f"export: replacing {staging}, left unfinished by an interrupted export")
+            for path in contents:
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        (staging / IN_PROGRESS_NAME).write_text(
+            f"unfinished export of {run_dir} by process {os.getpid()} on {socket.gethostname()}, started "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}\n"
+        )
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    finally:
+        os.close(handle)
 
 
 def training_curve(log_history, path):
@@ -212,7 +289,9 @@ def build_card(model, preprocessor, run_config, results, repo_id, license="apach
 def export(run_dir, out_dir, repo_id=None):
     """Write a Hub-ready folder: weights (safetensors), shipped code, config with auto_map, tokenizer and generation
     config (text) or image processor (images), eval_results.json, training_curve.png and README.md (the card).
-    Refuses a non-empty `out_dir`."""
+    Refuses a non-empty `out_dir`. Everything is read and checked first; the folder is then written as
+    `<out_dir>.partial` (see `_staging_folder`; a second export to the same target stops) and renamed to `out_dir`
+    when complete and audited, so `out_dir` never holds a partial export."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"export folder {out_dir} is not empty; choose a new folder (nothing is overwritten)")
@@ -220,7 +299,9 @@ def export(run_dir, out_dir, repo_id=None):
     run_config_path = run_dir / "train_config.yaml"
     if not run_config_path.exists():
         raise ValueError(f"{run_dir} has no train_config.yaml: export takes a folder written by `hf-models train`")
-    run_config = yaml.safe_load(run_config_path.read_text())
+    run_config = load_yaml(run_config_path)
+    if not isinstance(run_config, dict):
+        raise ValueError(f"{run_config_path} does not hold a run configuration (a mapping with model/data/training)")
     image = _is_image_model(AutoConfig.from_pretrained(source))
     model = (AutoModelForImageClassification if image else AutoModelForCausalLM).from_pretrained(source)
     if image:
@@ -234,14 +315,24 @@ def export(run_dir, out_dir, repo_id=None):
         # a checkpoint: measure it now (the run's files stay as they are)
         results = evaluate_folder(source, run_dir=run_dir, write=False)
     else:
-        results = json.loads(results_path.read_text())
+        results = _read_json(results_path)
     state_path = next((p for p in (source / "trainer_state.json", run_dir / "trainer_state.json") if p.exists()), None)
-    log_history = json.loads(state_path.read_text())["log_history"] if state_path else []
+    log_history = _read_json(state_path).get("log_history", []) if state_path else []
 
-    staging = out_dir.with_name(out_dir.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
+    with _staging_folder(out_dir, run_dir) as staging:
+        if out_dir.exists() and any(out_dir.iterdir()):  # filled while this export prepared
+            raise ValueError(f"export folder {out_dir} is not empty; choose a new folder (nothing is overwritten)")
+        _write_export(staging, out_dir, run_dir, source, model, preprocessor, image, run_config, results, log_history,
+                      repo_id)  # fmt: skip
+        try:
+            os.rename(staging, out_dir)  # atomic: the folder appears complete or not at all (replaces an empty one)
+        except OSError as error:
+            raise ValueError(f"export folder {out_dir} cannot be replaced ({error}); nothing is overwritten") from None
+    return out_dir
+
+
+def _write_export(staging, out_dir, run_dir, source, model, preprocessor, image, run_config, results, log_history,
+                  repo_id):  # fmt: skip
     if not image:
         model.generation_config = GenerationConfig(
             pad_token_id=preprocessor.pad_token_id,
@@ -257,16 +348,12 @@ def export(run_dir, out_dir, repo_id=None):
     card_repo = repo_id or str(out_dir.resolve())
     sample = None if image or source != run_dir else last_sample(run_dir)  # a checkpoint's sample is not known
     build_card(model, preprocessor, run_config, results, card_repo, sample=sample).save(staging / "README.md")
+    (staging / IN_PROGRESS_NAME).unlink()  # written in full: audited as it will be published
     problems = audit_folder(
         staging, ("AutoModel", "AutoModelForImageClassification" if image else "AutoModelForCausalLM")
     )
     if problems:
-        shutil.rmtree(staging)
         raise ValueError("the export fails the remote-code audit:\n" + "\n".join(problems))
-    if out_dir.exists():
-        out_dir.rmdir()
-    staging.rename(out_dir)  # the folder appears complete or not at all
-    return out_dir
 
 
 def push(folder, repo_id, private=False, revision=None, token=None):
@@ -289,6 +376,19 @@ def push(folder, repo_id, private=False, revision=None, token=None):
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
                                    commit_message="Upload with hf-models push")  # fmt: skip
-    except OSError as error:  # connection errors and HTTP errors are OSErrors in huggingface_hub
-        raise ValueError(f"upload to {repo_id} failed: {error}") from None
+    except _hub_errors() as error:
+        # upload_folder is one commit: when it fails, nothing of the folder reached the repository
+        raise ValueError(
+            f"upload to {repo_id} at {api.endpoint} failed ({type(error).__name__}: {error}); nothing was uploaded"
+        ) from None
     return commit
+
+
+def _hub_errors():
+    """What a failed Hub call raises: huggingface_hub's HTTP errors are OSErrors, but a connection that never
+    opens raises the HTTP client's own error (httpx's ConnectError), which is not; huggingface_hub >= 1.0 exposes
+    that client's base class as `huggingface_hub.errors.HTTPError`."""
+    from huggingface_hub import errors
+
+    client_error = getattr(errors, "HTTPError", None)
+    return (OSError, client_error) if isinstance(client_error, type) else (OSError,)

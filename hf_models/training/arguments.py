@@ -14,6 +14,7 @@ overrides on top (`--<field> VALUE`, any field of the three sections), all parse
 """
 
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -100,8 +101,20 @@ def resolve_path(path):
     return REPO_ROOT / candidate if (REPO_ROOT / candidate).exists() else candidate
 
 
+def load_yaml(path):
+    """A YAML file's content; a syntax error becomes a ValueError naming the file and the line."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"{path}: YAML syntax error{where}: {error.problem or error.context}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not a readable YAML file: {error}") from None
+
+
 def _flatten(config_path):
-    raw = yaml.safe_load(Path(config_path).read_text()) or {}
+    raw = load_yaml(config_path) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{config_path}: the top level must be a mapping with model/data/training sections")
     unknown = set(raw) - set(SECTIONS)
@@ -194,7 +207,71 @@ def parse_train_args(config_path, cli_args=()):
         raise ValueError(
             f"data.preprocessing_num_workers={data_args.preprocessing_num_workers} is invalid: must be >= 1"
         )
+    _check_files(model_args, data_args)
+    _check_data_numbers(data_args)
+    _check_training_numbers(training_args)
     return model_args, data_args, training_args
+
+
+def _check_files(model_args, data_args):
+    """The files a run reads exist: found here, a missing file stops the run before its folder is written."""
+    named = {"model.config": model_args.model_config, "data.corpus": data_args.corpus,
+             "data.validation_file": data_args.validation_file, "data.tiktoken_file": data_args.tiktoken_file}  # fmt: skip
+    for name, path in named.items():
+        if name == "model.config" and not str(path).endswith(".json"):
+            continue  # a model folder or Hub id: AutoConfig says what is wrong with it
+        if path is not None and not resolve_path(path).is_file():
+            raise ValueError(f"{name}={str(path)!r}: file not found (relative paths: the working directory, then "
+                             f"{REPO_ROOT})")  # fmt: skip
+
+
+def _check_data_numbers(data_args):
+    if data_args.block_size < 2:  # a block predicts its tokens 2..n from 1..n-1
+        raise ValueError(f"data.block_size={data_args.block_size} is invalid: must be >= 2 tokens")
+    for name in ("max_eval_blocks", "max_eval_samples"):
+        if getattr(data_args, name) < 0:
+            raise ValueError(f"data.{name}={getattr(data_args, name)} is invalid: must be >= 0 (0 = all)")
+    if data_args.corpus is not None and data_args.validation_file is None:
+        if not 0 < data_args.val_fraction < 1:  # also refuses NaN
+            raise ValueError(f"data.val_fraction={data_args.val_fraction} is invalid: must be in (0, 1)")
+
+
+def _check_training_numbers(args):
+    """TrainingArguments accepts numbers that only fail inside Trainer (batch size 0 in the DataLoader, a negative
+    seed in numpy) or that train nothing useful (a NaN learning rate); they are refused here, before anything is
+    written, with the field and the value."""
+    counts = {"per_device_train_batch_size": 1, "per_device_eval_batch_size": 1, "gradient_accumulation_steps": 1,
+              "dataloader_num_workers": 0, "seed": 0}  # fmt: skip
+    for name, least in counts.items():
+        if getattr(args, name) < least:
+            raise ValueError(f"training.{name}={getattr(args, name)} is invalid: must be >= {least}")
+    if args.eval_accumulation_steps is not None and args.eval_accumulation_steps < 1:
+        raise ValueError(f"training.eval_accumulation_steps={args.eval_accumulation_steps} is invalid: must be >= 1")
+    if args.max_steps == 0 or args.max_steps < -1:
+        raise ValueError(
+            f"training.max_steps={args.max_steps} is invalid: must be >= 1, or -1 to train num_train_epochs"
+        )
+    if args.max_steps == -1 and not (math.isfinite(args.num_train_epochs) and args.num_train_epochs > 0):
+        raise ValueError(
+            f"training.num_train_epochs={args.num_train_epochs} is invalid: must be > 0 (or set max_steps)"
+        )
+    at_least_zero = ("learning_rate", "weight_decay", "warmup_steps", "adam_epsilon", "label_smoothing_factor")
+    for name in at_least_zero:
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"training.{name}={value} is invalid: must be a finite number >= 0")
+    for name in ("adam_beta1", "adam_beta2", "label_smoothing_factor"):
+        if not 0 <= getattr(args, name) < 1:
+            raise ValueError(f"training.{name}={getattr(args, name)} is invalid: must be in [0, 1)")
+    if args.max_grad_norm is not None and not math.isfinite(args.max_grad_norm):
+        raise ValueError(f"training.max_grad_norm={args.max_grad_norm} is invalid: must be finite (<= 0: no clipping)")
+    # steps between logs / evaluations / checkpoints: an int >= 1, or a float in (0, 1) = that share of the run
+    strategies = {"logging_steps": args.logging_strategy, "eval_steps": args.eval_strategy,
+                  "save_steps": args.save_strategy}  # fmt: skip
+    for name, strategy in strategies.items():
+        value = getattr(args, name)
+        if str(getattr(strategy, "value", strategy)) == "steps" and value is not None and not value > 0:
+            raise ValueError(f"training.{name}={value} is invalid: must be > 0 with {name[:-6]}_strategy 'steps'")
 
 
 def resolved_config(model_args, data_args, training_args):

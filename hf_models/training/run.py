@@ -2,8 +2,10 @@
 `tokenizers`) and image classifiers (images through `datasets`, the model's image processor), with
 `transformers.Trainer` for the loop (progress bars, logging, checkpoints, resume)."""
 
+import contextlib
 import json
 import math
+import shutil
 from pathlib import Path
 
 import torch
@@ -19,10 +21,14 @@ from transformers import (
     TrainerCallback,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging
 
 from ..data import bpe_tokenizer, char_tokenizer, gpt2_tokenizer, load_text_files, load_text_splits, pack_blocks
-from .arguments import resolve_path, resolved_config
+from .arguments import load_yaml, resolve_path, resolved_config
+from .checkpoints import newest_complete_checkpoint, resume_gaps, safetensors_problem
+
+
+logger = logging.get_logger(__name__)
 
 
 RUN_CONFIG_NAME = "train_config.yaml"
@@ -117,7 +123,12 @@ def load_splits(data_args):
 def build_tokenizer(data_args, splits, output_dir):
     """The run's tokenizer: the one already saved in `output_dir` (resume), else a new one trained on `train`."""
     if (Path(output_dir) / "tokenizer.json").exists():
-        return AutoTokenizer.from_pretrained(output_dir)
+        try:
+            return AutoTokenizer.from_pretrained(output_dir)
+        except Exception as error:  # a damaged file raises anything from JSON to Rust errors
+            raise ValueError(
+                f"the run's tokenizer in {output_dir} (tokenizer.json) cannot be loaded: {error}"
+            ) from None
     if data_args.tokenizer == "gpt2":
         return gpt2_tokenizer(resolve_path(data_args.tiktoken_file) if data_args.tiktoken_file else None)
     texts = list(splits["train"]["text"])
@@ -147,11 +158,13 @@ def build_model(model_args, tokenizer, block_size):
 def train(model_args, data_args, training_args, resume=False, callbacks=None):
     """Train, save the final model and tokenizer in `output_dir`, evaluate; returns the eval results.
 
-    `resume` continues from the newest `checkpoint-*` in `output_dir` (weights, optimizer, scheduler, RNG and data
-    position, so the loss curve continues without a gap). A fresh run refuses a non-empty `output_dir`.
+    `resume` continues from the newest complete `checkpoint-*` in `output_dir` (weights, optimizer, scheduler, RNG
+    and data position, so the loss curve continues without a gap), skipping newer ones a kill left unfinished. A
+    fresh run refuses a non-empty `output_dir`, and if it fails before its first complete checkpoint it removes
+    what it wrote, so the same command can run again.
     """
     output_dir = Path(training_args.output_dir)
-    last_checkpoint = _check_output_dir(output_dir, resume)
+    last_checkpoint = _check_output_dir(output_dir, resume, training_args.world_size)
     if data_args.image_dataset is not None:
         return _train_image_classifier(model_args, data_args, training_args, resume, last_checkpoint, callbacks)
     splits = load_splits(data_args)
@@ -165,21 +178,22 @@ def train(model_args, data_args, training_args, resume=False, callbacks=None):
     set_seed(training_args.seed)  # the initial weights are part of the run (Trainer only seeds its own loop)
     model = build_model(model_args, tokenizer, data_args.block_size)
 
-    _start_run(output_dir, tokenizer, model_args, data_args, training_args)
     callbacks = list(callbacks or [])
     if training_args.sample_max_new_tokens > 0:
         callbacks.append(
             SampleCallback(tokenizer, training_args.sample_prompt, training_args.sample_max_new_tokens, output_dir)
         )
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_blocks,
-        eval_dataset=eval_blocks if training_args.eval_strategy != "no" else None,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
-    trainer.train(resume_from_checkpoint=last_checkpoint if resume else None)
+    with _removed_if_failed(output_dir, fresh=not resume, main_process=training_args.process_index == 0):
+        _start_run(output_dir, tokenizer, model_args, data_args, training_args)
+        trainer = Trainer(
+            model=model,
+            args=training_args,
+            train_dataset=train_blocks,
+            eval_dataset=eval_blocks if training_args.eval_strategy != "no" else None,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
+        trainer.train(resume_from_checkpoint=last_checkpoint)
     trainer.save_model(str(output_dir))
     trainer.save_state()
     if not trainer.is_world_process_zero():
@@ -211,17 +225,62 @@ def _start_run(output_dir, preprocessor, model_args, data_args, training_args):
         (output_dir / RUN_CONFIG_NAME).write_text(yaml.safe_dump(resolved, sort_keys=False))
 
 
-def _check_output_dir(output_dir, resume):
-    """The newest checkpoint to resume from; a fresh run refuses a non-empty folder (nothing is overwritten)."""
-    last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    if resume and last_checkpoint is None:
-        raise ValueError(f"--resume: no checkpoint-* folder in {output_dir} to resume from")
-    if not resume and output_dir.is_dir() and any(output_dir.iterdir()):
+def _check_output_dir(output_dir, resume, world_size=1):
+    """The checkpoint to resume from (None: start at step 0). A fresh run refuses a non-empty folder (nothing is
+    overwritten). `resume` takes the newest complete checkpoint, saying which newer ones it skips and which state
+    starts fresh; a run folder killed before its first checkpoint starts again."""
+    if not resume:
+        if output_dir.is_dir() and any(output_dir.iterdir()):
+            raise ValueError(
+                f"output_dir {output_dir} is not empty; pass --resume to continue its run or choose another "
+                "--output_dir (nothing already written is overwritten)"
+            )
+        return None
+    checkpoint, skipped = newest_complete_checkpoint(output_dir)
+    for folder, problems in skipped:
+        logger.warning(f"--resume: skipping {folder.name}, which is incomplete: {'; '.join(problems)}")
+    if checkpoint is not None:
+        if skipped:
+            logger.warning(f"--resume: continuing from {checkpoint}")
+        for gap in resume_gaps(checkpoint, world_size):
+            logger.warning(f"--resume from {checkpoint.name}: {gap}")
+        return str(checkpoint)
+    if skipped:
+        listing = "\n".join(f"  {folder.name}: {'; '.join(problems)}" for folder, problems in skipped)
         raise ValueError(
-            f"output_dir {output_dir} is not empty; pass --resume to continue its run or choose another --output_dir "
-            "(nothing already written is overwritten)"
+            f"--resume: no complete checkpoint in {output_dir}:\n{listing}\nRemove these folders and run the same "
+            "command again to restart the run from step 0, or choose another --output_dir"
         )
-    return last_checkpoint
+    if (output_dir / RUN_CONFIG_NAME).is_file():
+        # killed before its first checkpoint (a failure that raises cleans up; a kill cannot): nothing to lose
+        logger.warning(
+            f"--resume: {output_dir} holds a run that stopped before its first checkpoint; it starts again from "
+            "step 0 (with the tokenizer it saved)"
+        )
+        return None
+    raise ValueError(f"--resume: no checkpoint-* folder in {output_dir} to resume from")
+
+
+@contextlib.contextmanager
+def _removed_if_failed(output_dir, fresh, main_process):
+    """Around a fresh run's first writes and training: if it fails (an error, Ctrl-C) before a complete checkpoint
+    exists, remove what it wrote in `output_dir` (the folder too if it made it). The run could not be resumed
+    anyway, and the folder no longer blocks the same command. A fresh run starts on an empty folder, so everything
+    in it is the run's own."""
+    created = not output_dir.exists()
+    try:
+        yield
+    except BaseException:
+        if fresh and main_process and output_dir.is_dir() and newest_complete_checkpoint(output_dir)[0] is None:
+            logger.warning(
+                f"the run failed before its first complete checkpoint: removing what it wrote in {output_dir}"
+            )
+            if created:
+                shutil.rmtree(output_dir, ignore_errors=True)
+            else:
+                for path in output_dir.iterdir():
+                    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        raise
 
 
 def image_transform(processor, max_shift=0):
@@ -287,17 +346,18 @@ def _train_image_classifier(model_args, data_args, training_args, resume, last_c
     train_split = splits["train"].with_transform(image_transform(processor, data_args.random_shift))
     eval_split = evaluated.with_transform(image_transform(processor))
     training_args.remove_unused_columns = False  # the transform needs the raw image/label columns
-    _start_run(output_dir, processor, model_args, data_args, training_args)
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_split,
-        eval_dataset=eval_split,
-        processing_class=processor,
-        compute_metrics=accuracy_metrics(),
-        callbacks=callbacks,
-    )
-    trainer.train(resume_from_checkpoint=last_checkpoint if resume else None)
+    with _removed_if_failed(output_dir, fresh=not resume, main_process=training_args.process_index == 0):
+        _start_run(output_dir, processor, model_args, data_args, training_args)
+        trainer = Trainer(
+            model=model,
+            args=training_args,
+            train_dataset=train_split,
+            eval_dataset=eval_split,
+            processing_class=processor,
+            compute_metrics=accuracy_metrics(),
+            callbacks=callbacks,
+        )
+        trainer.train(resume_from_checkpoint=last_checkpoint)
     trainer.save_model(str(output_dir))
     trainer.save_state()
     results = trainer.evaluate(eval_split)
@@ -382,20 +442,52 @@ def evaluate_folder(
     image_dataset=None,
     eval_split=None,
     max_eval_samples=None,
+    output=None,
 ):
     """`hf-models evaluate`: a run folder (its train_config.yaml says the data) or an exported model folder.
 
     Text models: `corpus` is a held-out text file (default: the run's own validation split). Image classifiers
     (recognised by their config's architecture): `image_dataset` (an MNIST folder or Hub dataset id), `eval_split`
     and `max_eval_samples` default to the run's own; an exported folder has no run to default to, so it needs
-    `image_dataset`. `run_dir` is where train_config.yaml lies when `folder` is one of the run's checkpoints; `write`
-    saves the results as `folder/eval_results.json`."""
+    `image_dataset`. `run_dir` is where train_config.yaml lies when `folder` is one of the run's checkpoints.
+    Returns the results; `evaluate_and_record` says where they were written."""
+    return evaluate_and_record(folder, corpus, block_size, batch_size, run_dir, write, image_dataset, eval_split,
+                               max_eval_samples, output)[0]  # fmt: skip
+
+
+def evaluate_and_record(
+    folder,
+    corpus=None,
+    block_size=None,
+    batch_size=16,
+    run_dir=None,
+    write=True,
+    image_dataset=None,
+    eval_split=None,
+    max_eval_samples=None,
+    output=None,
+):
+    """`evaluate_folder`, returning (results, the file they were written to or None).
+
+    `output` (a JSON file) receives the results when given. Otherwise, with `write`, they go to
+    `folder/eval_results.json` only when `folder` is a run evaluated on its own data (updating what training
+    recorded there). An exported folder's eval_results.json is what its model card reports, and other data would
+    make a run's file disagree with its training, so those evaluations are returned and not written."""
     folder = Path(folder)
     run_config = Path(run_dir or folder) / RUN_CONFIG_NAME
-    recorded = yaml.safe_load(run_config.read_text()) if run_config.exists() else {}
+    recorded = (load_yaml(run_config) or {}) if run_config.exists() else {}
     data = dict(recorded.get("data", {}))
     given = {"image_dataset": image_dataset, "eval_split": eval_split, "max_eval_samples": max_eval_samples}
     image_options = {key: value for key, value in given.items() if value is not None}
+    if output is not None:
+        target = Path(output)
+        if target.is_dir() or not target.parent.is_dir():
+            raise ValueError(f"--output {output}: must name a file in an existing folder")
+    elif write and recorded and _own_data(data, corpus, block_size, image_options):
+        target = folder / EVAL_RESULTS_NAME
+    else:
+        target = None
+    check_model_folder(folder)
     if _is_image_classifier(folder, data):
         if corpus is not None:
             raise ValueError(f"{folder} holds an image classifier; --corpus is for text models, use --image-dataset")
@@ -411,11 +503,54 @@ def evaluate_folder(
         if image_options:
             raise ValueError(f"{folder} holds a text model; {sorted(image_options)} apply to image classifiers only")
         results = _evaluate_text_folder(folder, data, corpus, block_size, batch_size)
-    if write:  # keep what training recorded beside the metrics (global_step, world_size, precision)
-        path = folder / EVAL_RESULTS_NAME
-        previous = json.loads(path.read_text()) if path.exists() else {}
-        path.write_text(json.dumps({**previous, **results}, indent=2) + "\n")
-    return results
+    if target is not None:
+        _write_results(target, results, merge=target == folder / EVAL_RESULTS_NAME)
+    return results, target
+
+
+def _own_data(data, corpus, block_size, image_options):
+    """Whether the options (None = the run's own) evaluate what the run's `data` section evaluates."""
+    if corpus is not None:
+        own = data.get("validation_file")
+        if own is None or resolve_path(corpus).resolve() != resolve_path(own).resolve():
+            return False
+    if block_size is not None and block_size != data.get("block_size"):
+        return False
+    defaults = {"eval_split": "test", "max_eval_samples": 0}
+    return all(value == data.get(key, defaults.get(key)) for key, value in image_options.items())
+
+
+def _write_results(path, results, merge):
+    """Write `results` as JSON through a temporary file renamed over `path` (never a half-written file); `merge`
+    keeps what is already there beside the new metrics (training's global_step, world_size, precision)."""
+    previous = {}
+    if merge and path.exists():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON (line {error.lineno}: {error.msg}); nothing written") from None
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(json.dumps({**previous, **results}, indent=2) + "\n", encoding="utf-8")
+    staging.replace(path)
+
+
+def check_model_folder(folder):
+    """Refuse a folder whose model cannot load, naming the file: config.json must parse and the weights
+    (model.safetensors or the shards of its index) must be complete."""
+    folder = Path(folder)
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ValueError(f"{folder} holds no model: {config.name} is missing")
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{config} is not valid JSON: {error}") from None
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        raise ValueError(f"{folder} holds no model weights (model.safetensors)")
+    for path in weights:
+        if problem := safetensors_problem(path):
+            raise ValueError(problem)
 
 
 def _is_image_classifier(folder, data):
@@ -431,6 +566,13 @@ def _is_image_classifier(folder, data):
 
 def _evaluate_text_folder(folder, data, corpus, block_size, batch_size):
     held_out = corpus if corpus is not None else data.get("validation_file")
+    if held_out is not None and not resolve_path(held_out).is_file():
+        origin = "--corpus" if corpus is not None else f"the run's data.validation_file (in {RUN_CONFIG_NAME})"
+        raise ValueError(f"{origin} {held_out}: file not found")
+    if held_out is None and data.get("corpus") and not resolve_path(data["corpus"]).is_file():
+        raise ValueError(
+            f"the run's data.corpus (in {RUN_CONFIG_NAME}) {data['corpus']}: file not found; pass --corpus"
+        )
     if held_out is not None:  # an explicit held-out file is evaluated whole
         text = load_dataset("text", data_files=str(resolve_path(held_out)), sample_by="document", split="train")
     elif data.get("corpus"):  # the run's own validation split

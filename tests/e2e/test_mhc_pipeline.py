@@ -140,9 +140,11 @@ def test_image_classifier_trains_evaluates_exports_and_classifies_without_hf_mod
     ):
         assert main(["evaluate", str(out), *arguments]) == 2
         assert message in capsys.readouterr().err, arguments
+    card_results = (out / "eval_results.json").read_text()
     assert main(["evaluate", str(out), "--image-dataset", mnist_dir, "--max-eval-samples",
-                 "1000"]) == 0  # fmt: skip
-    exported = json.loads((out / "eval_results.json").read_text())
+                 "1000", "--output", str(tmp_path / "exported_eval.json")]) == 0  # fmt: skip
+    assert (out / "eval_results.json").read_text() == card_results  # the export's file stays what its card reports
+    exported = json.loads((tmp_path / "exported_eval.json").read_text())
     assert exported["eval_examples"] == 1000 and exported["eval_split"] == "test"
     assert abs(exported["eval_accuracy"] - results["eval_accuracy"]) < 1e-9
     assert abs(exported["eval_cross_entropy"] - results["eval_cross_entropy"]) < 1e-5
