@@ -487,6 +487,12 @@ def evaluate_and_record(
         target = folder / EVAL_RESULTS_NAME
     else:
         target = None
+    checkpoint = newest_complete_checkpoint(folder)[0]
+    if checkpoint is not None and not (folder / "config.json").exists():
+        raise ValueError(
+            f"{folder} holds no final model (its training did not finish); evaluate {checkpoint} with --corpus or "
+            "--image-dataset, or `hf-models export` the run (it takes the newest complete checkpoint)"
+        )
     check_model_folder(folder)
     if _is_image_classifier(folder, data):
         if corpus is not None:

@@ -225,6 +225,14 @@ def test_a_fresh_run_that_fails_before_its_first_checkpoint_cleans_up(tmp_path, 
     assert json.loads((given / "eval_results.json").read_text())["global_step"] == 2
 
 
+def test_a_failed_fresh_image_run_cleans_up_too(tmp_path, shared_data):
+    out = tmp_path / "mnist"  # the image path writes its processor and train_config.yaml, then fails in training
+    args = parse_train_args("configs/train/mhc_mnist_tiny.yaml", ["--output_dir", str(out), "--save_steps", "4"])
+    with pytest.raises(RuntimeError, match="injected"):
+        train(*args, callbacks=[_FailAt(2)])
+    assert not out.exists()
+
+
 def test_a_fresh_run_that_fails_after_a_complete_checkpoint_keeps_it(tmp_path, shared_data):
     out = tmp_path / "run"
     args = parse_train_args(TINY, ["--output_dir", str(out), *RUN])
@@ -306,6 +314,11 @@ def test_export_skips_an_unfinished_checkpoint_and_names_a_damaged_model(run_dir
     exported = load_file(tmp_path / "export" / "model.safetensors")
     saved = load_file(killed / "checkpoint-10" / "model.safetensors")
     assert exported and all(torch.equal(exported[name], saved[name]) for name in exported)
+    capsys.readouterr()
+    assert main(["evaluate", str(killed)]) == 2  # no final model: points at the checkpoint to evaluate
+    assert f"holds no final model (its training did not finish); evaluate {killed / 'checkpoint-10'}" in (
+        capsys.readouterr().err
+    )
 
     broken = tmp_path / "broken"
     shutil.copytree(run_dir, broken, ignore=shutil.ignore_patterns("checkpoint-*"))
