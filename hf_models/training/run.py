@@ -476,6 +476,8 @@ def evaluate_and_record(
     folder = Path(folder)
     run_config = Path(run_dir or folder) / RUN_CONFIG_NAME
     recorded = (load_yaml(run_config) or {}) if run_config.exists() else {}
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("data", {}), dict):
+        raise ValueError(f"{run_config} does not hold a run configuration (a mapping with a data section)")
     data = dict(recorded.get("data", {}))
     given = {"image_dataset": image_dataset, "eval_split": eval_split, "max_eval_samples": max_eval_samples}
     image_options = {key: value for key, value in given.items() if value is not None}

@@ -198,6 +198,16 @@ def test_yaml_syntax_error_names_the_file_and_line(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_broken_run_config_is_named_by_evaluate_and_export(run_dir, tmp_path, capsys):
+    run = shutil.copytree(run_dir, tmp_path / "run", ignore=shutil.ignore_patterns("checkpoint-*"))
+    (run / "train_config.yaml").write_text("data:\n  corpus: x\n block_size: 32\n")
+    for command in (["evaluate", str(run)], ["export", str(run), str(tmp_path / "export")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"{run / 'train_config.yaml'}: YAML syntax error at line 3" in err and "\n" not in err, err
+    assert not (tmp_path / "export").exists() and not (tmp_path / "export.partial").exists()
+
+
 class _FailAt(TrainerCallback):
     def __init__(self, step, error=RuntimeError):
         self.step, self.error = step, error
