@@ -77,7 +77,7 @@ def _staging_folder(out_dir, run_dir):
         created = True
     except FileExistsError:
         created = False
-    handle = os.open(staging, os.O_RDONLY)
+    handle = os.open(staging, os.O_RDONLY) if fcntl is not None else None  # a folder opens for reading on POSIX
     try:
         if fcntl is not None:
             try:
@@ -111,7 +111,8 @@ def _staging_folder(out_dir, run_dir):
             shutil.rmtree(staging, ignore_errors=True)
             raise
     finally:
-        os.close(handle)
+        if handle is not None:
+            os.close(handle)
 
 
 def training_curve(log_history, path):
