@@ -196,12 +196,20 @@ def train(model_args, data_args, training_args, resume=False, callbacks=None):
         trainer.train(resume_from_checkpoint=last_checkpoint)
     trainer.save_model(str(output_dir))
     trainer.save_state()
+    _without_autocast(trainer)
     if not trainer.is_world_process_zero():
         return None
     results = evaluate_lm(
         trainer.model, tokenizer, all_eval_blocks, batch_size=training_args.per_device_eval_batch_size
     )
     return _finish_run(output_dir, trainer, training_args, results)
+
+
+def _without_autocast(trainer):
+    """For mixed-precision training accelerate wraps the model's forward in autocast; the final evaluation runs the
+    saved float32 weights without it, as `hf-models evaluate` and a user loading the model do, so the recorded results
+    (and the card) match theirs."""
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
 
 
 def _finish_run(output_dir, trainer, training_args, results):
@@ -360,6 +368,7 @@ def _train_image_classifier(model_args, data_args, training_args, resume, last_c
         trainer.train(resume_from_checkpoint=last_checkpoint)
     trainer.save_model(str(output_dir))
     trainer.save_state()
+    _without_autocast(trainer)
     results = trainer.evaluate(eval_split)
     if not trainer.is_world_process_zero():
         return None
