@@ -69,11 +69,12 @@ class MhcConfig(PretrainedConfig):
             with Sinkhorn-Knopp, the collapse and the stream update) run in training. `"auto"`: on fused C++ CPU
             kernels when the streams are float32 on the CPU (built once with `torch.utils.cpp_extension` on first use,
             which needs a C++ compiler; cached in `TORCH_EXTENSIONS_DIR`, ~/.cache/torch_extensions by default; if
-            they cannot be built, a warning and the eager path), the eager PyTorch ops otherwise. `"eager"`: always
-            the PyTorch ops. `"compile"`: the same math as plain-op functions through `torch.compile` (inductor: C++
-            on the CPU, Triton on GPUs; the first steps pay the compilation). All three compute the same equations,
-            tested to agree on outputs and gradients. Evaluation and generation always run eager, so loading a model
-            never builds anything. Applies to `hyper_connection_type="mhc"` with dynamic coefficients.
+            they cannot be built, or the environment sets `HF_MODELS_MHC_KERNELS=0`, a warning and the eager path),
+            the eager PyTorch ops otherwise. `"eager"`: always the PyTorch ops. `"compile"`: the same math as
+            plain-op functions through `torch.compile` (inductor: C++ on the CPU, Triton on GPUs; the first steps
+            pay the compilation). All three compute the same equations, tested to agree on outputs and gradients.
+            Evaluation and generation always run eager, so loading a model never builds anything. Applies to
+            `hyper_connection_type="mhc"` with dynamic coefficients.
         rms_norm_eps (`float`, defaults to 1e-6): epsilon of the layers' RMSNorms.
         hidden_dropout (`float`, defaults to 0.1): dropout on the embeddings, the attention output and the feed-forward
             output (the original's `dropout`).

@@ -20,13 +20,17 @@ of tokens, vectorised across the tokens, in its scaling form; its backward rebui
 them.
 
 Tokens are split over torch's intra-op threads (`at::parallel_for`). float32 and float64 (the latter for tests).
-Nothing here runs at import: `load()` builds or loads the extension when a model first asks for it.
+Nothing here runs at import: `load()` builds or loads the extension when a model first asks for it (see its docstring
+for the cache and the build lock), unless the environment sets `HF_MODELS_MHC_KERNELS=0`.
 """
 
 import threading
 
 import torch
+from transformers.utils import logging
 
+
+logger = logging.get_logger(__name__)
 
 _SOURCE = r"""
 #include <torch/extension.h>
@@ -562,6 +566,10 @@ std::vector<Tensor> read_backward(Tensor grad, Tensor out, Tensor gh, Tensor gpo
 
 _FUNCTIONS = ["read_forward", "write_forward", "write_backward", "read_backward"]
 MAX_STREAMS = 16  # kMaxStreams in the C++ source
+SWITCH = "HF_MODELS_MHC_KERNELS"  # "0" turns the kernels off (read once, by the first load())
+BUILD_LOCK_TIMEOUT = 600.0  # seconds to wait for another process's build before running the PyTorch ops
+_OFF = ("0", "false", "no", "off")
+_ON = ("", "1", "true", "yes", "on")
 _STATE = {}
 _LOCK = threading.Lock()
 
@@ -576,40 +584,294 @@ def _flags():
     return flags, capability.lower()
 
 
+def extension_name():
+    """The build's name and compiler flags. The name is its cache key: the CPU capability, the torch version (an
+    extension compiled against one libtorch may not load into another) and a digest of the source, the flags, the
+    torch version and the Python ABI (a `TORCH_EXTENSIONS_DIR` shared between Pythons)."""
+    import hashlib
+    import re
+    import sys
+
+    flags, capability = _flags()
+    key = "\n".join([_SOURCE, " ".join(flags), torch.__version__, sys.implementation.cache_tag or ""])
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    version = re.sub(r"[^0-9A-Za-z]+", "_", torch.__version__).strip("_")  # 2.13.0+cpu -> 2_13_0_cpu
+    return f"hfm_mhc_cpu_{capability}_torch{version}_{digest}", flags
+
+
 def load():
     """The compiled kernels as a Python module, built on the first call in a process (or loaded from the build
-    cache); None when they cannot be built (no C++ compiler, a build error), with the reason in `load_error()`.
-    Every hyper-connection asks for them on every training step: once settled, that is one dictionary lookup."""
+    cache); None when they are switched off (`HF_MODELS_MHC_KERNELS=0`, see `disabled_by()`) or cannot be built (no
+    C++ compiler, a build error, another process building for over `BUILD_LOCK_TIMEOUT` seconds), with the reason in
+    `load_error()`. Every hyper-connection asks for them on every training step: once settled, that is one
+    dictionary lookup.
+
+    The cache is torch's extensions folder (`TORCH_EXTENSIONS_DIR`, by default ~/.cache/torch_extensions/<python>_cpu)
+    and holds `<extension_name()>/<name>.so`, put there by an atomic rename once a build is complete, so a cached
+    load only imports it (a read-only cache with a finished build works too). A build runs in a fresh folder of its
+    own under an OS file lock (`build.lock`), which the OS releases however its owner ends: a process killed while
+    building never leaves a lock that makes the next one wait (torch's own `lock` file would, forever), and the next
+    build removes what it left. A cache folder that cannot be created or written: the build runs in a temporary
+    folder, once per process."""
     if "module" in _STATE:
         return _STATE["module"]
     with _LOCK:
         if "module" not in _STATE:
-            import hashlib
+            import os
 
-            flags, capability = _flags()
-            digest = hashlib.sha1((_SOURCE + " ".join(flags)).encode()).hexdigest()[:12]
-            try:
-                from torch.utils import cpp_extension  # needs setuptools; the build needs ninja and a C++ compiler
-
-                _STATE["module"] = cpp_extension.load_inline(
-                    name=f"hfm_mhc_cpu_{capability}_{digest}",
-                    cpp_sources=_SOURCE,
-                    functions=_FUNCTIONS,
-                    extra_cflags=flags,
-                    extra_ldflags=["-fopenmp"],
-                    verbose=False,
+            switch = os.environ.get(SWITCH, "")
+            if switch.strip().lower() in _OFF:
+                _STATE.update(module=None, error=None, disabled=f"{SWITCH}={switch}")
+            elif switch.strip().lower() not in _ON:
+                raise ValueError(
+                    f"{SWITCH}={switch!r} is invalid: use 0 to run the mHC hyper-connections on PyTorch ops, or 1 "
+                    "(or leave it unset) for the fused CPU kernels"
                 )
-                _STATE["error"] = None
-            except Exception as error:  # a missing compiler, ninja or setuptools: the eager path takes over
-                _STATE["module"], _STATE["error"] = None, f"{type(error).__name__}: {error}"
+            else:
+                try:
+                    module = _load_or_build()
+                    _STATE.update(module=module, error=None, disabled=None)
+                except Exception as error:  # a missing compiler, ninja or setuptools: the eager path takes over
+                    _STATE.update(module=None, error=_describe(error), disabled=None)
         return _STATE["module"]
 
 
 def load_error(full=False):
-    """Why `load()` returned None (None when it succeeded or has not run): its first line, or with `full` the whole
-    message (a failed build's compiler output)."""
+    """Why `load()` returned None (None when it succeeded, was switched off or has not run): its first line, or with
+    `full` the whole message (a failed build's compiler output)."""
     error = _STATE.get("error")
     if error is None or full:
         return error
     first = error.strip().splitlines()[0]
     return first if len(first) <= 300 else first[:300] + " ..."
+
+
+def _describe(error):
+    """`load_error()`'s text for `error`. torch's "Error building extension" starts with the compile command, so a
+    failed build gets a first line with the compiler's own complaint ("c++: not found", "main.cpp:12: error: ...")
+    above the whole output."""
+    import re
+
+    text = f"{type(error).__name__}: {error}"
+    lines = text.strip().splitlines()
+    if "Error building extension" in lines[0]:
+        for line in lines[1:]:
+            line = line.strip()
+            if re.search(r"error|not found|no such file|cannot|denied", line, re.IGNORECASE) and not line.startswith(
+                ("[", "ninja:")
+            ):
+                return f"{type(error).__name__}: the build failed: {line}\n{text}"
+    return text
+
+
+def disabled_by():
+    """The setting that switched the kernels off (`"HF_MODELS_MHC_KERNELS=0"`), or None."""
+    return _STATE.get("disabled")
+
+
+def _load_or_build():
+    """`load()`'s work: the cached build if there is one, else a build (cached where the cache can be written)."""
+    import os
+    import shutil
+    import tempfile
+    import time
+
+    from torch.utils import cpp_extension  # needs setuptools; a build needs ninja and a C++ compiler
+
+    name, flags = extension_name()
+    cache, unusable = _cache_folder(cpp_extension, name)
+    library = os.path.join(cache, name + cpp_extension.LIB_EXT) if cache else None
+    broken = None
+    if library and os.path.exists(library):
+        try:
+            return _import_library(name, library)
+        except (ImportError, OSError) as error:  # a damaged file: rebuilt below
+            broken = f"{type(error).__name__}: {error}"
+    if cache is not None:
+        unusable = _not_writable(cache)
+        cache = None if unusable else cache
+    if cache is None:
+        logger.warning(
+            f"mHC: building the fused CPU kernels in a temporary folder, for this process only (about a minute): "
+            f"{unusable}. Set TORCH_EXTENSIONS_DIR to a writable folder to keep the build."
+        )
+        staging = tempfile.mkdtemp(prefix=f"{name}_")
+        try:
+            return _build(cpp_extension, name, flags, staging)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    release = _acquire(os.path.join(cache, "build.lock"), cache)
+    try:
+        if broken is None and os.path.exists(library):  # another process built it while this one waited
+            return _import_library(name, library)
+        notes = []
+        if broken:
+            notes.append(f"the cached build did not load ({broken}) and is replaced")
+        if release is not None:  # under the lock every earlier build folder is an unfinished one of a dead process
+            leftovers = [
+                entry.path
+                for entry in os.scandir(cache)
+                if entry.name.startswith("build-") or entry.name.endswith(".tmp")
+            ]
+            for path in leftovers:
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.remove(path)
+            if leftovers:
+                notes.append("an earlier build was interrupted (its process ended) and is discarded")
+        logger.warning(
+            f"mHC: building the fused CPU kernels (first use; about a minute; cached in {cache})"
+            + "".join(f"; {note}" for note in notes)
+        )
+        start = time.monotonic()
+        staging = tempfile.mkdtemp(prefix="build-", dir=cache)
+        try:
+            module = _build(cpp_extension, name, flags, staging)
+            built = getattr(module, "__file__", None)
+            # a second build in one process is renamed <name>_v1 by torch: it works, but is not the cached name
+            if getattr(module, "__name__", None) == name and built and os.path.exists(built):
+                partial = f"{library}.{os.getpid()}.tmp"
+                shutil.copy(built, partial)
+                os.replace(partial, library)  # atomic: a reader sees no file or a complete one
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        logger.info(f"mHC: built the fused CPU kernels in {time.monotonic() - start:.0f} s")
+        return module
+    finally:
+        if release is not None:
+            release()
+
+
+def _cache_folder(cpp_extension, name):
+    """(the cache folder for `name`, None), created if missing, or (None, why) when it cannot be created. The folder
+    is torch's own choice (`TORCH_EXTENSIONS_DIR` or its default), asked through its helper so that this module
+    reads no environment variable but its own switch."""
+    import os
+
+    try:
+        get_folder = getattr(cpp_extension, "_get_build_directory", None)
+        if get_folder is not None:
+            return get_folder(name, False), None
+        folder = os.path.join(cpp_extension.get_default_build_root(), name)  # a torch without the helper
+        os.makedirs(folder, exist_ok=True)
+        return folder, None
+    except OSError as error:
+        return None, f"the build cache folder cannot be created ({type(error).__name__}: {error})"
+
+
+def _not_writable(folder):
+    """Why a build cannot be cached in `folder`, or None when it can. A real write, not only `os.access`: root passes
+    access checks on folders without write permission, while a read-only mount refuses even root."""
+    import os
+
+    probe = os.path.join(folder, f".probe-{os.getpid()}")
+    try:
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(f"no write permission on {folder}")
+        with open(probe, "w") as handle:
+            handle.write("ok")
+        os.remove(probe)
+    except OSError as error:
+        return f"the build cache folder is not writable ({type(error).__name__}: {error})"
+    return None
+
+
+def _acquire(path, cache):
+    """Takes the build lock at `path` (waiting up to `BUILD_LOCK_TIMEOUT` seconds while another process builds) and
+    returns the function that releases it; None where the platform has no file locks (the build then runs without
+    one). The lock is `fcntl.flock` (POSIX) or `msvcrt.locking` (Windows): both belong to the open file, so the OS
+    releases them when their process ends, even by SIGKILL."""
+    import os
+    import time
+
+    try_lock, unlock = _lock_functions()
+    if try_lock is None:
+        return None
+    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + BUILD_LOCK_TIMEOUT
+        waited = False
+        while not try_lock(handle):
+            if not waited:
+                logger.warning(f"mHC: waiting for another process that is building the fused CPU kernels in {cache}")
+                waited = True
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"another process has held {path} for more than {BUILD_LOCK_TIMEOUT:.0f} s while building the "
+                    "fused CPU kernels"
+                )
+            time.sleep(0.2)
+    except BaseException:
+        os.close(handle)
+        raise
+
+    def release():
+        try:
+            unlock(handle)
+        finally:
+            os.close(handle)
+
+    return release
+
+
+def _lock_functions():
+    """(try_lock(fd) -> bool, unlock(fd)) for this platform's process-owned file locks, or (None, None)."""
+    import errno
+
+    busy = {errno.EACCES, errno.EAGAIN, getattr(errno, "EDEADLOCK", errno.EDEADLK), errno.EDEADLK}
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    if fcntl is not None:
+
+        def try_lock(handle):
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except OSError as error:
+                if error.errno in busy:
+                    return False
+                raise
+
+        return try_lock, lambda handle: fcntl.flock(handle, fcntl.LOCK_UN)
+    try:
+        import msvcrt
+    except ImportError:
+        return None, None
+
+    def try_lock_windows(handle):
+        try:
+            msvcrt.locking(handle, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError as error:
+            if error.errno in busy:
+                return False
+            raise
+
+    return try_lock_windows, lambda handle: msvcrt.locking(handle, msvcrt.LK_UNLCK, 1)
+
+
+def _build(cpp_extension, name, flags, folder):
+    """Compiles the extension in `folder` (which holds only this build) and imports it."""
+    return cpp_extension.load_inline(
+        name=name,
+        cpp_sources=_SOURCE,
+        functions=_FUNCTIONS,
+        extra_cflags=flags,
+        extra_ldflags=["-fopenmp"],
+        build_directory=folder,
+        verbose=False,
+    )
+
+
+def _import_library(name, path):
+    """Imports the compiled extension module `name` from the file at `path`."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

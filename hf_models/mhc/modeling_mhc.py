@@ -30,6 +30,7 @@ from transformers.utils import ModelOutput, logging
 
 from .configuration_mhc import MhcConfig
 from .kernels_mhc import MAX_STREAMS as CPU_KERNELS_MAX_STREAMS
+from .kernels_mhc import disabled_by as cpu_kernels_disabled_by
 from .kernels_mhc import load as load_cpu_kernels
 from .kernels_mhc import load_error as cpu_kernels_error
 from .ops_mhc import (
@@ -199,9 +200,14 @@ class MhcHyperConnection(nn.Module):
 
 def cpu_kernels():
     """The fused CPU kernels (`kernels_mhc.load()`, built on the first call in a process), or None, with a warning
-    the first time, when they cannot be built."""
+    the first time, when they are switched off or cannot be built."""
     kernels = load_cpu_kernels()
-    if kernels is None:
+    if kernels is None and cpu_kernels_disabled_by():
+        logger.warning_once(
+            f"mHC: {cpu_kernels_disabled_by()} switches the fused CPU kernels off, the hyper-connections run on "
+            "PyTorch ops (hyper_connection_implementation='auto')"
+        )
+    elif kernels is None:
         logger.warning_once(
             "mHC: the fused CPU kernels could not be built, the hyper-connections run on PyTorch ops "
             f"(hyper_connection_implementation='auto'): {cpu_kernels_error()} (kernels_mhc.load_error(full=True) "
