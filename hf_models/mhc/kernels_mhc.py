@@ -691,17 +691,15 @@ def _load_or_build():
         unusable = _not_writable(cache)
         cache = None if unusable else cache
     if cache is None:
-        logger.warning(
-            f"mHC: building the fused CPU kernels in a temporary folder, for this process only (about a minute): "
-            f"{unusable}. Set TORCH_EXTENSIONS_DIR to a writable folder to keep the build."
+        return _build_privately(cpp_extension, name, flags, unusable)
+    try:
+        release = _acquire(os.path.join(cache, "build.lock"), cache)
+    except TimeoutError:
+        raise
+    except OSError as error:  # e.g. ENOLCK: a network file system without locks
+        return _build_privately(
+            cpp_extension, name, flags, f"the build cache folder cannot be locked ({type(error).__name__}: {error})"
         )
-        staging = tempfile.mkdtemp(prefix=f"{name}_")
-        try:
-            return _build(cpp_extension, name, flags, staging)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-
-    release = _acquire(os.path.join(cache, "build.lock"), cache)
     try:
         if broken is None and os.path.exists(library):  # another process built it while this one waited
             return _import_library(name, library)
@@ -742,6 +740,22 @@ def _load_or_build():
     finally:
         if release is not None:
             release()
+
+
+def _build_privately(cpp_extension, name, flags, why):
+    """A build in a temporary folder, removed once the library is loaded, when the cache cannot be used (`why`)."""
+    import shutil
+    import tempfile
+
+    logger.warning(
+        f"mHC: building the fused CPU kernels in a temporary folder, for this process only (about a minute): {why}. "
+        "Set TORCH_EXTENSIONS_DIR to a writable folder to keep the build."
+    )
+    staging = tempfile.mkdtemp(prefix=f"{name}_")
+    try:
+        return _build(cpp_extension, name, flags, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _cache_folder(cpp_extension, name):

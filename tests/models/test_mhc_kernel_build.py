@@ -212,6 +212,18 @@ def test_a_read_only_cache_folder_builds_in_a_temporary_folder_or_loads_a_finish
     assert _messages(caplog, "fused CPU kernels") == []
 
 
+def test_a_cache_folder_without_file_locks_builds_in_a_temporary_folder(fake_build, monkeypatch, caplog, tmp_path):
+    def no_locks(handle):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(kernels_mhc, "_lock_functions", lambda: (no_locks, None))
+    with caplog.at_level(logging.WARNING):
+        assert kernels_mhc.load() is not None
+    (message,) = _messages(caplog, "fused CPU kernels")
+    assert "temporary folder" in message and "cannot be locked" in message and "No locks available" in message
+    assert _cache(tmp_path) not in Path(fake_build.builds[0]["folder"]).parents
+
+
 def _hold_lock(cache, then="sleep"):
     """A child process that takes the build lock as a build does, starts a build folder with torch's `lock` file in
     it, says "locked" and then sleeps (to be killed) or, with then="finish", writes the library and exits."""
