@@ -715,7 +715,7 @@ def _load_or_build():
             for path in leftovers:
                 if os.path.isdir(path):
                     shutil.rmtree(path, ignore_errors=True)
-                else:
+                elif os.path.exists(path):
                     os.remove(path)
             if leftovers:
                 notes.append("an earlier build was interrupted (its process ended) and is discarded")
