@@ -34,7 +34,11 @@ class ModelSpec:
     tied_weights: dict = field(default_factory=dict)  # target -> source parameter names
     invalid_config_values: dict = field(default_factory=dict)  # field -> an invalid value
     skips: dict = field(default_factory=dict)  # check name -> reason
-    modality: str = "text"  # "text" (input_ids) or "image" (pixel_values): which bad-input checks apply
+    # what the model reads, which picks the bad-input checks of tests/common/test_bad_input.py: "tokens" (input_ids,
+    # attention_mask, position_ids, token labels) or "pixels" (pixel_values, class labels). A new architecture with an
+    # existing kind gets every check of that kind.
+    input_kind: str = "tokens"
+    supports_inputs_embeds: bool = False  # False: passing inputs_embeds must raise a ValueError that names it
     has_loss: bool = True  # a head computes a loss from labels; a backbone spec derives one from `output_key`
 
     def loss(self, output):
@@ -85,6 +89,9 @@ MHC_INVALID = {
     "mask_ratio": 1.0,
     "hidden_dropout": -0.1,
     "is_causal": "yes",
+    "hidden_act": "foo",
+    "rms_norm_eps": float("inf"),
+    "hyper_connection_gate_init": float("nan"),
 }
 
 SPECS = [
@@ -108,6 +115,10 @@ SPECS = [
             "attention_dropout": 1.5,
             "repulsion_num_samples": 1,
             "gravity_implementation": "flash",
+            "hidden_act": "foo",
+            "layer_norm_eps": float("inf"),
+            "repulsion_weight": float("inf"),
+            "initial_radius": float("nan"),
         },
     ),
     ModelSpec(
@@ -148,7 +159,7 @@ SPECS = [
         all_auto_classes=MHC_AUTO_CLASSES,
         tiny_config=CONFIGS / "mhc" / "tiny_image.json",
         make_inputs=image_inputs,
-        modality="image",
-        invalid_config_values={**MHC_INVALID, "patch_size": 3, "pool_size": 9, "is_causal": True},
+        input_kind="pixels",
+        invalid_config_values={**MHC_INVALID, "patch_size": 3, "pool_size": 9, "is_causal": True, "num_labels": 0},
     ),
 ]

@@ -9,12 +9,15 @@ Sinkhorn-Knopp so that the composite mixing over many layers keeps its gain). Hy
 One configuration serves the three models of the family: a causal LM (`MhcForCausalLM`), a bidirectional text
 encoder (`MhcModel`) and an image classifier over patches (`MhcForImageClassification`).
 
-This file is shipped to the Hub next to the weights: it imports nothing but `transformers`.
+This file is shipped to the Hub next to the weights: it imports nothing but `transformers` and the shared checks
+beside it (which import no torch).
 """
 
 import math
 
 from transformers import PretrainedConfig
+
+from .shared_config_checks import check_activation, check_finite_numbers
 
 
 HYPER_CONNECTION_TYPES = ("mhc", "hc")
@@ -172,6 +175,12 @@ class MhcConfig(PretrainedConfig):
                 "AutoModelForImageClassification": "modeling_mhc.MhcForImageClassification",
             },
         )
+        num_labels = kwargs.get("num_labels")
+        if num_labels is not None and (
+            isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 0
+        ):
+            # checked before transformers builds id2label from it (a TypeError, or no classes, otherwise)
+            raise ValueError(f"MhcConfig.num_labels={num_labels!r} is invalid: must be a number of classes >= 1")
         super().__init__(
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,
@@ -192,6 +201,8 @@ class MhcConfig(PretrainedConfig):
         def number(value):
             return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
+        check_finite_numbers(self)
+        check_activation(self)
         if self.modality not in MODALITIES:
             fail("modality", self.modality, f"must be one of {MODALITIES}")
         if self.hyper_connection_type not in HYPER_CONNECTION_TYPES:
@@ -236,6 +247,8 @@ class MhcConfig(PretrainedConfig):
                 )
             if self.is_causal:
                 fail("is_causal", self.is_causal, "must be false for images (patches have no order)")
+            if not self.num_labels:  # 0, or None without id2label: a classifier with no class to predict
+                fail("num_labels", self.num_labels, "an image classifier needs at least one class (num_labels >= 1)")
         for field in ("hyper_connection_eps", "rms_norm_eps"):
             if not number(getattr(self, field)) or not getattr(self, field) > 0:
                 fail(field, getattr(self, field), "must be a positive number")

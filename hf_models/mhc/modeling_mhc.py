@@ -52,10 +52,11 @@ from .shared_lm_inputs import (
     CACHE_FIELD,
     GradientCheckpointingLayer,
     check_labels,
+    is_compiling,
     pop_cache,
     prepare_cache,
+    require_tensor,
     select_logits_positions,
-    token_positions,
     validate_token_inputs,
 )
 
@@ -390,17 +391,12 @@ class MhcModel(MhcPreTrainedModel):
     # ----------------------------------------------------------------------------------------------- inputs
     def _embed_text(self, input_ids, attention_mask, position_ids, cache):
         past_length = cache.get_seq_length() if cache is not None else 0
-        validate_token_inputs(self.config.vocab_size, input_ids, attention_mask, position_ids, past_length)
-        batch, length = input_ids.shape
-        positions = token_positions(
-            self.config.max_position_embeddings,
-            attention_mask,
-            position_ids,
-            batch,
-            length,
-            past_length,
-            input_ids.device,
+        config = self.config
+        # the mask comes back as None when it masks nothing
+        input_ids, attention_mask, positions = validate_token_inputs(
+            config.vocab_size, config.max_position_embeddings, input_ids, attention_mask, position_ids, past_length
         )
+        batch, length = input_ids.shape
         hidden = self.embed_tokens(input_ids)
         hidden = hidden + sinusoidal_code(positions, self.config.hidden_size).to(hidden.dtype)
         mask, sdpa_causal = self._text_mask(attention_mask, batch, length, past_length, input_ids.device)
@@ -410,8 +406,7 @@ class MhcModel(MhcPreTrainedModel):
         """(mask, sdpa_causal): a boolean (B, 1, T, P + T) mask (True = attend) or None, and whether SDPA should
         apply its own causal mask (only without a cache: SDPA aligns its causal mask to the top left)."""
         causal = self.config.is_causal
-        padded = attention_mask is not None and not bool(attention_mask.all())
-        if not padded:
+        if attention_mask is None:  # validate_token_inputs drops a mask of all ones
             if not causal or length == 1:
                 return None, False  # every key (a decoded token sees the whole cache)
             if past_length == 0:
@@ -432,14 +427,23 @@ class MhcModel(MhcPreTrainedModel):
 
     def _embed_image(self, pixel_values):
         config = self.config
+        require_tensor("pixel_values", pixel_values)
         if pixel_values.dim() != 4:
             raise ValueError(
                 f"pixel_values must have shape (batch, channels, height, width); got rank {pixel_values.dim()} "
                 f"{tuple(pixel_values.shape)}"
             )
         if not pixel_values.is_floating_point():
-            raise ValueError(f"pixel_values must be a float tensor; got dtype {pixel_values.dtype}")
-        _, channels, height, width = pixel_values.shape
+            raise ValueError(
+                f"pixel_values must be a float tensor (the model's image processor makes one); got dtype "
+                f"{pixel_values.dtype}"
+            )
+        batch, channels, height, width = pixel_values.shape
+        if batch == 0:
+            raise ValueError(f"pixel_values is empty (batch size 0): shape {tuple(pixel_values.shape)}")
+        # float64 (numpy's default), float16 and bfloat16 images are converted to the model's dtype, as a float32
+        # model would compute with them anyway; the result equals the call with float32 pixels of the same values
+        pixel_values = pixel_values.to(self.embed_patches.proj.weight.dtype)
         if channels == 3 and config.num_channels == 1:
             # transformers' pipelines load every image as RGB: a one-channel model reads the channel mean (a gray
             # image converted to RGB gives back its gray values exactly)
@@ -450,11 +454,13 @@ class MhcModel(MhcPreTrainedModel):
                 "(or 3, read as their mean, when num_channels=1)"
             )
         if (height, width) != (config.image_size, config.image_size):
+            # also what an image_size edited in config.json without the processor (preprocessor_config.json) gives
             raise ValueError(
-                f"pixel_values must be {config.image_size}x{config.image_size} (image_size); got {height}x{width} "
-                "(the model's image processor resizes)"
+                f"pixel_values must be {config.image_size}x{config.image_size} (config.image_size={config.image_size}); "
+                f"got {height}x{width}. The model's image processor resizes to its own size, which must equal "
+                "config.image_size"
             )
-        if not bool(torch.isfinite(pixel_values).all()):
+        if not is_compiling() and not bool(torch.isfinite(pixel_values).all()):
             raise ValueError("pixel_values contains NaN or infinite values")
         tokens = self.embed_patches(pixel_values)  # (B, L, C)
         batch, num_patches, _ = tokens.shape
@@ -600,7 +606,7 @@ class MhcForCausalLM(MhcPreTrainedModel, GenerationMixin):
         r"""Args as `LlamaForCausalLM`; `labels` (B, T) with -100 for ignored positions (shifted inside)."""
         cache = pop_cache(cache, kwargs)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        check_labels(labels, input_ids)
+        labels = check_labels(labels, input_ids, self.config.vocab_size)
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         outputs = self.model(
             input_ids=input_ids,
@@ -641,16 +647,29 @@ class MhcForImageClassification(MhcPreTrainedModel):
         self.post_init()
 
     def forward(self, pixel_values=None, labels=None, output_hidden_states=None, return_dict=None, **kwargs):
-        r"""`pixel_values` (B, num_channels, image_size, image_size) as the model's image processor makes them;
-        `labels` (B,) class ids in [0, num_labels). Masking (`mask_ratio`) applies in training only."""
+        r"""`pixel_values` (B, num_channels, image_size, image_size) as the model's image processor makes them, in any
+        float dtype (converted to the model's, so numpy's float64 works); `labels` (B,) class ids in [0, num_labels),
+        any integer dtype. Masking (`mask_ratio`) applies in training only."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if labels is not None:
-            if pixel_values is not None and labels.shape != (pixel_values.shape[0],):
+            require_tensor("labels", labels)
+            if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+                raise ValueError(f"labels must be integer class ids (e.g. torch.int64); got dtype {labels.dtype}")
+            labels = labels.long()  # the dtype the cross-entropy takes (any integer dtype converts exactly)
+            if (
+                isinstance(pixel_values, torch.Tensor)
+                and pixel_values.dim() == 4
+                and labels.shape != pixel_values.shape[:1]
+            ):
                 raise ValueError(
                     f"labels must have shape (batch,) = ({pixel_values.shape[0]},); got {tuple(labels.shape)}"
                 )
-            if labels.is_floating_point() or int(labels.min()) < 0 or int(labels.max()) >= self.num_labels:
-                raise ValueError(f"labels must be class ids in [0, num_labels={self.num_labels})")
+            if labels.numel() and not is_compiling():
+                low, high = torch.stack([labels.min(), labels.max()]).tolist()  # one sync
+                if low < 0 or high >= self.num_labels:
+                    raise ValueError(
+                        f"labels must be class ids in [0, num_labels={self.num_labels}); got values in [{low}, {high}]"
+                    )
         outputs = self.model(
             pixel_values=pixel_values, output_hidden_states=output_hidden_states, return_dict=True, **kwargs
         )

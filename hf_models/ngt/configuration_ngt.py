@@ -4,10 +4,13 @@ NGT replaces dot-product attention by a gravity kernel: every token is a particl
 token id) and latent coordinates z (learned per position, then evolved from layer to layer). Head h scores the
 pair (i, j) from their squared distance d_ij^2 in a per-head projection of z.
 
-This file is shipped to the Hub next to the weights: it imports nothing but `transformers`.
+This file is shipped to the Hub next to the weights: it imports nothing but `transformers` and the shared checks
+beside it (which import no torch).
 """
 
 from transformers import PretrainedConfig
+
+from .shared_config_checks import check_activation, check_finite_numbers
 
 
 GRAVITY_KERNELS = ("repulsive", "attractive")
@@ -164,6 +167,8 @@ class NgtConfig(PretrainedConfig):
         def fail(field, value, requirement):
             raise ValueError(f"NgtConfig.{field}={value!r} is invalid: {requirement}")
 
+        check_finite_numbers(self)  # first: NaN and inf pass the range checks below
+        check_activation(self)
         for field in (
             "vocab_size",
             "hidden_size",

@@ -36,7 +36,6 @@ from .shared_lm_inputs import (
     pop_cache,
     prepare_cache,
     select_logits_positions,
-    token_positions,
     validate_token_inputs,
 )
 
@@ -322,11 +321,10 @@ class NgtModel(NgtPreTrainedModel):
         self.embed_tokens = value
 
     def _validate(self, input_ids, attention_mask, position_ids, past_length):
-        validate_token_inputs(self.config.vocab_size, input_ids, attention_mask, position_ids, past_length)
-
-    def _positions(self, attention_mask, position_ids, batch, length, past_length, device):
-        return token_positions(
-            self.config.max_position_embeddings, attention_mask, position_ids, batch, length, past_length, device
+        """(input_ids, attention_mask or None when it masks nothing, position_ids (B, L)), checked."""
+        config = self.config
+        return validate_token_inputs(
+            config.vocab_size, config.max_position_embeddings, input_ids, attention_mask, position_ids, past_length
         )
 
     def forward(
@@ -358,15 +356,11 @@ class NgtModel(NgtPreTrainedModel):
             use_cache = False
         cache = prepare_cache(cache, use_cache, self.config)
         past_length = cache.get_seq_length() if cache is not None else 0
-        self._validate(input_ids, attention_mask, position_ids, past_length)
-        batch, length = input_ids.shape
-        position_ids = self._positions(attention_mask, position_ids, batch, length, past_length, input_ids.device)
+        input_ids, attention_mask, position_ids = self._validate(input_ids, attention_mask, position_ids, past_length)
 
         hidden_states = self.embed_tokens(input_ids)  # (B, L, E)
         masses, coords = self.particles(input_ids, position_ids)  # (B, L), (B, L, Z)
-        key_valid = None
-        if attention_mask is not None and not bool(attention_mask.all()):
-            key_valid = attention_mask.bool()
+        key_valid = None if attention_mask is None else attention_mask.bool()  # None: the mask hides nothing
 
         all_hidden = (hidden_states,) if output_hidden_states else None
         for block in self.layers:
@@ -437,7 +431,7 @@ class NgtForCausalLM(NgtPreTrainedModel, GenerationMixin):
         """
         cache = pop_cache(cache, kwargs)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        check_labels(labels, input_ids)
+        labels = check_labels(labels, input_ids, self.config.vocab_size)
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         outputs = self.model(
             input_ids=input_ids,
@@ -488,9 +482,7 @@ class NgtForCausalLM(NgtPreTrainedModel, GenerationMixin):
         Returns a dict of Python floats: `layer_{i}/{name}` and `mean/{name}`.
         """
         model = self.model
-        batch, length = input_ids.shape
-        model._validate(input_ids, attention_mask, None, 0)
-        position_ids = model._positions(attention_mask, None, batch, length, 0, input_ids.device)
+        input_ids, attention_mask, position_ids = model._validate(input_ids, attention_mask, None, 0)
         key_valid = None if attention_mask is None else attention_mask.bool()
         hidden_states = model.embed_tokens(input_ids)
         masses, coords = model.particles(input_ids, position_ids)

@@ -1,53 +1,104 @@
-"""Battery: bad input raises a ValueError that names the problem (never a stack trace from inside torch)."""
+"""Battery: bad input raises a ValueError that names the argument and the offending value, dtype or shape (never an
+error from inside torch, never a silent change of the outputs). The checks are grouped by the spec's `input_kind`
+("tokens": input_ids, attention_mask, position_ids and token labels; "pixels": pixel_values and class labels), so a
+new architecture of an existing kind gets all of them."""
 
+import json
+import re
+
+import numpy as np
 import pytest
 import torch
 from conftest import skip_if_listed
+from transformers import AutoModelForImageClassification
+
+from hf_models.data import image_processor_for
 
 
-def _text_model(spec):
-    if spec.modality != "text":
-        pytest.skip(f"{spec.name}: token-input checks apply to text models (image checks below)")
+def _model(spec, kind):
+    if spec.input_kind != kind:
+        pytest.skip(f"{spec.name}: the {kind} checks apply to models that read {kind} (its kind: {spec.input_kind})")
     return spec.build().eval()
 
 
-def _image_model(spec):
-    if spec.modality != "image":
-        pytest.skip(f"{spec.name}: image-input checks apply to image models (token checks above)")
-    return spec.build().eval()
+def _token_model(spec):
+    return _model(spec, "tokens")
 
 
+def _pixel_model(spec):
+    return _model(spec, "pixels")
+
+
+def _ids(spec, model, batch=2, seq=8):
+    return spec.make_inputs(model.config, batch=batch, seq=seq)["input_ids"]
+
+
+def _main(spec, model, **inputs):
+    with torch.no_grad():
+        return model(**inputs)[spec.output_key]
+
+
+# ------------------------------------------------------------------------------------------------------ tokens
 def test_wrong_rank(spec):
-    model = _text_model(spec)
-    ids = spec.make_inputs(model.config, batch=2, seq=8)["input_ids"]
-    with pytest.raises(ValueError, match="input_ids must have shape"):
+    model = _token_model(spec)
+    ids = _ids(spec, model)
+    with pytest.raises(ValueError, match=r"input_ids must have shape \(batch, sequence\); got rank 3 \(1, 2, 8\)"):
         model(ids[None])
-    with pytest.raises(ValueError, match="input_ids must have shape"):
+    with pytest.raises(ValueError, match=r"input_ids must have shape \(batch, sequence\); got rank 1 \(8,\)"):
         model(ids[0])
 
 
+def test_ids_that_are_not_a_tensor(spec):
+    model = _token_model(spec)
+    ids = _ids(spec, model)
+    with pytest.raises(ValueError, match="input_ids must be a torch.Tensor; got list"):
+        model(ids.tolist())
+    with pytest.raises(ValueError, match="input_ids must be a torch.Tensor; got numpy.ndarray"):
+        model(ids.numpy())
+
+
+def test_ids_of_a_wrong_dtype(spec):
+    model = _token_model(spec)
+    ids = _ids(spec, model)
+    for dtype in (torch.float32, torch.float64, torch.bool):
+        with pytest.raises(ValueError, match=rf"input_ids must be integer token ids .*got dtype {dtype}"):
+            model(ids.to(dtype))
+    # narrower integer ids are token ids too: the same outputs as int64
+    expected = _main(spec, model, input_ids=ids)
+    small = ids.clamp(max=255)
+    expected_small = _main(spec, model, input_ids=small)
+    assert torch.equal(_main(spec, model, input_ids=ids.to(torch.int32)), expected)
+    assert torch.equal(_main(spec, model, input_ids=small.to(torch.uint8)), expected_small)
+
+
+def test_empty_batch_and_empty_sequence(spec):
+    model = _token_model(spec)
+    ids = _ids(spec, model)
+    with pytest.raises(ValueError, match=r"input_ids is empty \(batch size 0\): shape \(0, 8\)"):
+        model(ids[:0])
+    with pytest.raises(ValueError, match=r"input_ids is empty \(sequence length 0\): shape \(2, 0\)"):
+        model(ids[:, :0])
+
+
 def test_ids_outside_the_vocabulary(spec):
-    model = _text_model(spec)
-    ids = spec.make_inputs(model.config, batch=2, seq=8)["input_ids"]
-    ids[0, 3] = model.config.vocab_size
-    with pytest.raises(ValueError, match=rf"vocab_size={model.config.vocab_size}"):
+    model = _token_model(spec)
+    vocab = model.config.vocab_size
+    ids = _ids(spec, model)
+    ids[0, 3] = vocab
+    with pytest.raises(
+        ValueError, match=rf"input_ids must be in \[0, vocab_size={vocab}\); got values in \[\d+, {vocab}\]"
+    ):
         model(ids)
     ids[0, 3] = -1
-    with pytest.raises(ValueError, match="vocab_size"):
+    with pytest.raises(ValueError, match=rf"vocab_size={vocab}\); got values in \[-1, "):
         model(ids)
-
-
-def test_float_ids(spec):
-    model = _text_model(spec)
-    with pytest.raises(ValueError, match="integer token ids"):
-        model(torch.rand(2, 8))
 
 
 def test_too_long(spec):
-    model = _text_model(spec)
+    model = _token_model(spec)
     limit = model.config.max_position_embeddings
     ids = torch.ones(1, limit + 1, dtype=torch.long)
-    with pytest.raises(ValueError, match="too long"):
+    with pytest.raises(ValueError, match=rf"too long: position {limit} is beyond max_position_embeddings={limit}"):
         model(ids)
     model(ids[:, :limit])  # the limit itself is fine
     if spec.can_generate:
@@ -56,13 +107,115 @@ def test_too_long(spec):
             model.generate(prompt, max_new_tokens=5, do_sample=False)
 
 
+def test_bad_position_ids(spec):
+    model = _token_model(spec)
+    limit = model.config.max_position_embeddings
+    ids = _ids(spec, model)
+    positions = torch.arange(8)[None].expand(2, -1)
+    # explicit positions equal to the default ones give the default outputs, in every accepted shape
+    expected = _main(spec, model, input_ids=ids)
+    for given in (positions, positions[:1], positions[0], positions.to(torch.int32)):
+        assert torch.equal(_main(spec, model, input_ids=ids, position_ids=given), expected)
+    with pytest.raises(ValueError, match=r"position_ids must be integer positions .*got dtype torch.float32"):
+        model(ids, position_ids=positions.float())
+    with pytest.raises(ValueError, match=r"position_ids must be >= 0; got a minimum of -3"):
+        model(ids, position_ids=positions - 3)
+    with pytest.raises(ValueError, match=rf"position_ids must be < max_position_embeddings={limit}; got a maximum of"):
+        model(ids, position_ids=positions + limit)
+    with pytest.raises(ValueError, match=r"position_ids must have shape \(batch, 8\) = \(2, 8\).*; got \(3, 8\)"):
+        model(ids, position_ids=torch.arange(8)[None].expand(3, -1))
+    with pytest.raises(ValueError, match=r"position_ids must have shape .*; got \(2, 7\)"):
+        model(ids, position_ids=positions[:, :7])
+    with pytest.raises(ValueError, match="position_ids must be a torch.Tensor; got list"):
+        model(ids, position_ids=positions.tolist())
+
+
 def test_attention_mask_shape_mismatch(spec):
-    model = _text_model(spec)
-    ids = spec.make_inputs(model.config, batch=2, seq=8)["input_ids"]
-    with pytest.raises(ValueError, match="attention_mask"):
+    model = _token_model(spec)
+    ids = _ids(spec, model)
+    with pytest.raises(ValueError, match=r"attention_mask must be a 2-D padding mask .*= \(2, 8\); got \(2, 7\)"):
         model(ids, attention_mask=torch.ones(2, 7, dtype=torch.long))
-    with pytest.raises(ValueError, match="attention_mask"):
+    with pytest.raises(ValueError, match=r"attention_mask must be a 2-D padding mask .*; got \(2, 1, 8, 8\)"):
         model(ids, attention_mask=torch.ones(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="attention_mask must be a torch.Tensor; got list"):
+        model(ids, attention_mask=[[1] * 8] * 2)
+
+
+def test_attention_mask_values_other_than_0_and_1(spec):
+    """A 0/1 padding mask in any dtype gives the same outputs; anything else (an additive 0/-inf mask, 0.5, 2, a row
+    of padding only) is refused instead of silently changing the outputs."""
+    if not spec.supports_attention_mask:
+        skip_if_listed(spec, "attention_mask")
+    model = _token_model(spec)
+    ids = _ids(spec, model)
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[0, :3] = 0  # a left-padded first row
+    expected = _main(spec, model, input_ids=ids, attention_mask=mask)
+    for same in (mask.bool(), mask.float(), mask.to(torch.bfloat16), mask.to(torch.int32)):
+        assert torch.equal(_main(spec, model, input_ids=ids, attention_mask=same), expected), same.dtype
+    # a mask of all ones is no mask at all
+    assert torch.equal(
+        _main(spec, model, input_ids=ids, attention_mask=torch.ones_like(mask)), _main(spec, model, input_ids=ids)
+    )
+    additive = torch.zeros(2, 8).masked_fill(mask == 0, float("-inf"))
+    with pytest.raises(ValueError, match=r"attention_mask must be a padding mask of 1 .*got an additive mask .*-inf"):
+        model(ids, attention_mask=additive)
+    with pytest.raises(ValueError, match=r"additive mask .*-10000\.0 \(dtype torch.float32\)"):
+        model(ids, attention_mask=additive.clamp_min(-1e4))
+    with pytest.raises(
+        ValueError, match=r"attention_mask must hold only 1 .* got the value 0\.5 \(dtype torch.float32\)"
+    ):
+        model(ids, attention_mask=mask.float() * 0.5 + 0.5)
+    with pytest.raises(ValueError, match=r"got the value 2 \(dtype torch.int64\)"):
+        model(ids, attention_mask=mask * 2)
+    with pytest.raises(ValueError, match=r"got the value nan"):
+        model(ids, attention_mask=mask.float().masked_fill(mask == 0, float("nan")))
+    # the additive mask that masks nothing (all 0) is a mask of padding only
+    with pytest.raises(ValueError, match=r"attention_mask row 0 is all 0"):
+        model(ids, attention_mask=torch.zeros(2, 8))
+    one_empty = mask.clone()
+    one_empty[1] = 0
+    with pytest.raises(ValueError, match=r"attention_mask row 1 is all 0"):
+        model(ids, attention_mask=one_empty)
+
+
+def test_inputs_embeds(spec):
+    model = _token_model(spec)
+    width = model.config.hidden_size
+    if spec.supports_inputs_embeds:
+        with pytest.raises(ValueError, match=rf"inputs_embeds .*hidden_size={width}"):
+            model(inputs_embeds=torch.randn(2, 8, width + 1))
+    else:
+        with pytest.raises(ValueError, match="inputs_embeds is not supported"):
+            model(inputs_embeds=torch.randn(2, 8, width))
+
+
+def test_token_labels(spec):
+    model = _token_model(spec)
+    if not spec.has_loss:
+        skip_if_listed(spec, "labels")
+    vocab = model.config.vocab_size
+    ids = _ids(spec, model)
+    for dtype in (torch.float32, torch.bool):
+        with pytest.raises(ValueError, match=rf"labels must be integer token ids or -100 .*got dtype {dtype}"):
+            model(ids, labels=ids.to(dtype))
+    with pytest.raises(ValueError, match="labels must be a torch.Tensor; got list"):
+        model(ids, labels=ids.tolist())
+    labels = ids.clone()
+    labels[1, 4] = vocab
+    with pytest.raises(
+        ValueError, match=rf"labels must be token ids in \[0, vocab_size={vocab}\) or -100 .*got {vocab}"
+    ):
+        model(ids, labels=labels)
+    labels[1, 4] = -5
+    with pytest.raises(ValueError, match=r"labels must be token ids in .*; got -5"):
+        model(ids, labels=labels)
+    # -100 is ignored, and integer labels of any width give the int64 loss
+    labels[1, 4] = -100
+    with torch.no_grad():
+        loss = model(ids, labels=labels).loss
+        assert torch.isfinite(loss)
+        assert torch.equal(model(ids, labels=labels.to(torch.int32)).loss, loss)
 
 
 def test_labels_shape_mismatch(spec):
@@ -71,29 +224,102 @@ def test_labels_shape_mismatch(spec):
         skip_if_listed(spec, "labels")
     inputs = spec.make_inputs(model.config, batch=2, seq=8)
     labels = inputs.pop("labels")
-    with pytest.raises(ValueError, match="labels"):
+    expected = re.escape(f"got {tuple(labels[:, :5].shape if labels.dim() == 2 else labels[:1].shape)}")
+    with pytest.raises(ValueError, match=rf"labels must have .*shape.*{expected}"):
         model(**inputs, labels=labels[:, :5] if labels.dim() == 2 else labels[:1])
 
 
+# ------------------------------------------------------------------------------------------------------ pixels
 def test_image_wrong_rank_channels_size_and_nan(spec):
-    model = _image_model(spec)
+    model = _pixel_model(spec)
     config = model.config
     pixels = spec.make_inputs(config, batch=2)["pixel_values"]
-    with pytest.raises(ValueError, match="pixel_values must have shape"):
+    with pytest.raises(
+        ValueError, match=r"pixel_values must have shape \(batch, channels, height, width\); got rank 3"
+    ):
         model(pixel_values=pixels[0])
-    with pytest.raises(ValueError, match=f"num_channels={config.num_channels}"):
+    with pytest.raises(ValueError, match=rf"pixel_values has {2 * config.num_channels} channels; .*num_channels="):
         model(pixel_values=torch.cat([pixels, pixels], dim=1))
-    with pytest.raises(ValueError, match=f"{config.image_size}x{config.image_size}"):
+    size = config.image_size
+    with pytest.raises(ValueError, match=rf"{size}x{size} \(config.image_size={size}\); got {size - 1}x{size - 1}"):
         model(pixel_values=pixels[..., :-1, :-1])
-    with pytest.raises(ValueError, match="float"):
-        model(pixel_values=pixels.long())
-    pixels[0, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
-        model(pixel_values=pixels)
+    for dtype in (torch.int64, torch.uint8, torch.bool):
+        with pytest.raises(ValueError, match=rf"pixel_values must be a float tensor .*got dtype {dtype}"):
+            model(pixel_values=pixels.to(dtype))
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        broken = pixels.clone()
+        broken[1, 0, 2, 3] = bad
+        with pytest.raises(ValueError, match="pixel_values contains NaN or infinite values"):
+            model(pixel_values=broken)
 
 
-def test_image_labels_outside_the_classes(spec):
-    model = _image_model(spec)
-    inputs = spec.make_inputs(model.config, batch=2)
-    with pytest.raises(ValueError, match=f"num_labels={model.config.num_labels}"):
-        model(pixel_values=inputs["pixel_values"], labels=torch.tensor([0, model.config.num_labels]))
+def test_image_not_a_tensor_and_empty_batch(spec):
+    model = _pixel_model(spec)
+    pixels = spec.make_inputs(model.config, batch=2)["pixel_values"]
+    with pytest.raises(ValueError, match="pixel_values must be a torch.Tensor; got numpy.ndarray"):
+        model(pixel_values=pixels.numpy())
+    with pytest.raises(ValueError, match=r"pixel_values is empty \(batch size 0\)"):
+        model(pixel_values=pixels[:0])
+    with pytest.raises(ValueError, match=r"pixel_values is empty \(batch size 0\)"):
+        model(pixel_values=pixels[:0], labels=torch.zeros(0, dtype=torch.long))
+
+
+def test_image_float_dtypes_are_converted_to_the_model_dtype(spec):
+    """float64 (numpy's default), float16 and bfloat16 pixels give exactly the outputs of float32 pixels of the same
+    values; a bfloat16 model takes float32 pixels."""
+    model = _pixel_model(spec)
+    pixels = spec.make_inputs(model.config, batch=2)["pixel_values"]
+    expected = _main(spec, model, pixel_values=pixels)
+    assert torch.equal(_main(spec, model, pixel_values=pixels.double()), expected)
+    assert torch.equal(_main(spec, model, pixel_values=torch.from_numpy(pixels.numpy().astype(np.float64))), expected)
+    for dtype in (torch.float16, torch.bfloat16):
+        rounded = pixels.to(dtype)
+        assert torch.equal(_main(spec, model, pixel_values=rounded), _main(spec, model, pixel_values=rounded.float()))
+    model.to(torch.bfloat16)
+    out = _main(spec, model, pixel_values=pixels)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, _main(spec, model, pixel_values=pixels.bfloat16()))
+
+
+def test_image_labels(spec):
+    model = _pixel_model(spec)
+    classes = model.config.num_labels
+    pixels = spec.make_inputs(model.config, batch=2)["pixel_values"]
+    with pytest.raises(
+        ValueError, match=rf"labels must be class ids in \[0, num_labels={classes}\); got values in \[0, {classes}\]"
+    ):
+        model(pixel_values=pixels, labels=torch.tensor([0, classes]))
+    with pytest.raises(ValueError, match=rf"num_labels={classes}\); got values in \[-1, 1\]"):
+        model(pixel_values=pixels, labels=torch.tensor([-1, 1]))
+    for dtype in (torch.float32, torch.bool):
+        with pytest.raises(ValueError, match=rf"labels must be integer class ids .*got dtype {dtype}"):
+            model(pixel_values=pixels, labels=torch.tensor([0, 1]).to(dtype))
+    with pytest.raises(ValueError, match=r"labels must have shape \(batch,\) = \(2,\); got \(2, 1\)"):
+        model(pixel_values=pixels, labels=torch.tensor([[0], [1]]))
+    with pytest.raises(ValueError, match="labels must be a torch.Tensor; got list"):
+        model(pixel_values=pixels, labels=[0, 1])
+    with torch.no_grad():  # any integer dtype: the int64 loss
+        loss = model(pixel_values=pixels, labels=torch.tensor([0, 1])).loss
+        assert torch.equal(model(pixel_values=pixels, labels=torch.tensor([0, 1], dtype=torch.uint8)).loss, loss)
+
+
+def test_image_size_edited_in_config_json_is_refused_by_name(spec, tmp_path):
+    """config.json's image_size edited without the image processor: the weights still load (nothing in them depends
+    on the size), so the forward is where the mismatch shows, naming config.image_size and the processor."""
+    model = _pixel_model(spec)
+    config = model.config
+    model.save_pretrained(tmp_path)
+    processor = image_processor_for(config)
+    processor.save_pretrained(tmp_path)
+    edited = json.loads((tmp_path / "config.json").read_text())
+    edited["image_size"] = config.image_size + config.patch_size * 2
+    (tmp_path / "config.json").write_text(json.dumps(edited))
+    loaded = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    images = [np.zeros((config.image_size, config.image_size, 3), dtype=np.uint8)] * 2
+    pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+    new = edited["image_size"]
+    message = (
+        rf"must be {new}x{new} \(config.image_size={new}\); got {config.image_size}x{config.image_size}.*processor"
+    )
+    with pytest.raises(ValueError, match=message):
+        loaded(pixel_values=pixels)
+    model(pixel_values=pixels)  # the processor matches the unedited model

@@ -1,6 +1,7 @@
 """Battery: configuration round-trips and validation."""
 
 import json
+import re
 
 import pytest
 from conftest import skip_if_listed
@@ -42,3 +43,49 @@ def test_invalid_values_raise_naming_field_and_value(spec):
             spec.config_class(**{**base, field: value})
         message = str(info.value)
         assert field in message and repr(value) in message, message
+
+
+def test_every_float_field_refuses_nan_and_inf(spec):
+    """NaN and inf pass comparisons such as `eps > 0`: every float field of the config refuses them by name."""
+    base = spec.load_config().to_dict()
+    floats = [field for field, value in base.items() if isinstance(value, float)]
+    assert floats, "the config has float fields to check"
+    for field in floats:
+        for value in (float("nan"), float("inf"), float("-inf")):
+            with pytest.raises(ValueError, match=rf"\.{field}={value!r} is invalid: must be a finite number"):
+                spec.config_class(**{**base, field: value})
+
+
+def test_unknown_activation_lists_the_valid_names(spec):
+    from transformers.activations import ACT2FN
+
+    base = spec.load_config().to_dict()
+    assert base["hidden_act"] in ACT2FN
+    for value in ("foo", None, 3):
+        with pytest.raises(ValueError, match=rf"hidden_act={value!r} is invalid: .*'gelu'.*'silu'"):
+            spec.config_class(**{**base, "hidden_act": value})
+    for name in ("relu", "silu", "gelu_new"):
+        assert spec.config_class(**{**base, "hidden_act": name}).hidden_act == name
+
+
+def test_classifier_needs_classes(spec):
+    if spec.input_kind != "pixels":
+        pytest.skip(f"{spec.name}: not a classifier (num_labels applies to the image classifier)")
+    base = spec.load_config().to_dict()
+    for value in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=rf"num_labels={value!r} is invalid"):
+            spec.config_class(**{**base, "id2label": None, "label2id": None, "num_labels": value})
+    assert spec.config_class(**{**base, "id2label": None, "label2id": None, "num_labels": 1}).num_labels == 1
+
+
+def test_configuration_files_import_no_torch(spec):
+    """The configuration and every shared file it imports load where torch is absent (the Hub loads the config
+    alone, e.g. to read the architecture)."""
+    from hf_models.hub import shipped_files
+
+    folder = spec.tiny_config.parents[3] / "hf_models" / spec.package
+    names = shipped_files(folder, [f"configuration_{spec.package}.py"])
+    assert f"configuration_{spec.package}.py" in names
+    for name in names:
+        source = (folder / name).read_text(encoding="utf-8")
+        assert not re.search(r"^\s*(import torch|from torch\b)", source, re.M), name
