@@ -3,6 +3,7 @@ error from inside torch, never a silent change of the outputs). The checks are g
 ("tokens": input_ids, attention_mask, position_ids and token labels; "pixels": pixel_values and class labels), so a
 new architecture of an existing kind gets all of them."""
 
+import importlib
 import json
 import re
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import skip_if_listed
+from torch.overrides import TorchFunctionMode
 from transformers import AutoModelForImageClassification
 
 from hf_models.data import image_processor_for
@@ -227,6 +229,43 @@ def test_labels_shape_mismatch(spec):
     expected = re.escape(f"got {tuple(labels[:, :5].shape if labels.dim() == 2 else labels[:1].shape)}")
     with pytest.raises(ValueError, match=rf"labels must have .*shape.*{expected}"):
         model(**inputs, labels=labels[:, :5] if labels.dim() == 2 else labels[:1])
+
+
+class _HostReads(TorchFunctionMode):
+    """Counts the tensor-to-Python conversions (each one a host sync on an accelerator)."""
+
+    NAMES = {"tolist", "item", "__bool__", "__int__", "__index__", "__float__"}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += getattr(func, "__name__", "") in self.NAMES
+        return func(*args, **(kwargs or {}))
+
+
+def test_token_checks_read_the_host_once(spec):
+    """Every value check of the token inputs (ids, mask, positions) shares one host read, and the labels one more:
+    on a GPU each read is a sync on the hot path of training and of every decoding step."""
+    model = _token_model(spec)
+    try:
+        checks = importlib.import_module(f"hf_models.{spec.package}.shared_lm_inputs")
+    except ImportError:
+        pytest.skip(f"{spec.name}: validates its inputs without the shared block (no count to check)")
+    config = model.config
+    ids = _ids(spec, model, seq=16)
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    for attention_mask, position_ids in ((None, None), (mask, None), (mask, torch.arange(16)[None])):
+        with _HostReads() as reads:
+            checks.validate_token_inputs(
+                config.vocab_size, config.max_position_embeddings, ids, attention_mask, position_ids, 0
+            )
+        assert reads.count == 1, (attention_mask is not None, position_ids is not None, reads.count)
+    with _HostReads() as reads:
+        checks.check_labels(ids, ids, config.vocab_size)
+    assert reads.count == 1
 
 
 # ------------------------------------------------------------------------------------------------------ pixels
