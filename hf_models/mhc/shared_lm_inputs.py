@@ -66,6 +66,11 @@ def _integer(name, tensor, what):
     return tensor.long()
 
 
+def _same_device(name, tensor, input_ids):
+    if tensor.device != input_ids.device:
+        raise ValueError(f"{name} is on {tensor.device} but input_ids on {input_ids.device}; move both to one device")
+
+
 def _mask_problem(attention_mask):
     """The message for an attention_mask holding values other than 0 and 1 (computed only on the error path)."""
     odd = attention_mask[(attention_mask != 0) & (attention_mask != 1)]
@@ -112,10 +117,12 @@ def validate_token_inputs(vocab_size, max_positions, input_ids, attention_mask, 
             )
         if attention_mask.is_complex():
             raise ValueError(f"attention_mask must hold 1 (attend) and 0 (padding); got dtype {attention_mask.dtype}")
+        _same_device("attention_mask", attention_mask, input_ids)
     given_positions = position_ids is not None
     if given_positions:
         require_tensor("position_ids", position_ids)
         position_ids = _integer("position_ids", position_ids, "integer positions")
+        _same_device("position_ids", position_ids, input_ids)
         rows = position_ids.shape[0] if position_ids.dim() == 2 else 1
         if position_ids.dim() not in (1, 2) or position_ids.shape[-1] != length or rows not in (1, batch):
             raise ValueError(

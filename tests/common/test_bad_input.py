@@ -130,6 +130,8 @@ def test_bad_position_ids(spec):
         model(ids, position_ids=positions[:, :7])
     with pytest.raises(ValueError, match="position_ids must be a torch.Tensor; got list"):
         model(ids, position_ids=positions.tolist())
+    with pytest.raises(ValueError, match="position_ids is on meta but input_ids on cpu"):
+        model(ids, position_ids=positions.to("meta"))
 
 
 def test_attention_mask_shape_mismatch(spec):
@@ -141,6 +143,8 @@ def test_attention_mask_shape_mismatch(spec):
         model(ids, attention_mask=torch.ones(2, 1, 8, 8))
     with pytest.raises(ValueError, match="attention_mask must be a torch.Tensor; got list"):
         model(ids, attention_mask=[[1] * 8] * 2)
+    with pytest.raises(ValueError, match="attention_mask is on meta but input_ids on cpu"):
+        model(ids, attention_mask=torch.ones(2, 8, dtype=torch.long, device="meta"))
 
 
 def test_attention_mask_values_other_than_0_and_1(spec):
