@@ -52,6 +52,7 @@ from .shared_lm_inputs import (
     CACHE_FIELD,
     GradientCheckpointingLayer,
     check_labels,
+    check_unused_arguments,
     is_compiling,
     pop_cache,
     prepare_cache,
@@ -492,6 +493,7 @@ class MhcModel(MhcPreTrainedModel):
             raise ValueError("inputs_embeds is not supported by mHC models; pass input_ids or pixel_values")
         if kwargs.get("output_attentions"):
             raise ValueError("output_attentions is not supported by mHC models (attention runs in fused SDPA)")
+        check_unused_arguments(self, kwargs, logger)
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
@@ -506,8 +508,10 @@ class MhcModel(MhcPreTrainedModel):
             use_cache = (
                 use_cache if use_cache is not None else (config.use_cache and config.is_causal and not self.training)
             )
-            if use_cache and not config.is_causal:
-                raise ValueError("use_cache needs a causal model (is_causal=True); a bidirectional encoder has none")
+            if (use_cache or cache is not None) and not config.is_causal:
+                raise ValueError(
+                    "use_cache and a cache need a causal model (is_causal=True); a bidirectional encoder has none"
+                )
             if self.gradient_checkpointing and self.training:
                 use_cache = False
             cache = prepare_cache(cache if use_cache else None, use_cache, config)
@@ -651,6 +655,7 @@ class MhcForImageClassification(MhcPreTrainedModel):
         float dtype (converted to the model's, so numpy's float64 works); `labels` (B,) class ids in [0, num_labels),
         any integer dtype. Masking (`mask_ratio`) applies in training only."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        kwargs.pop("num_items_in_batch", None)  # Trainer's count for summed losses; this head averages over the batch
         if labels is not None:
             require_tensor("labels", labels)
             if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():

@@ -33,6 +33,7 @@ from .shared_lm_inputs import (
     CACHE_FIELD,
     GradientCheckpointingLayer,
     check_labels,
+    check_unused_arguments,
     pop_cache,
     prepare_cache,
     select_logits_positions,
@@ -346,6 +347,7 @@ class NgtModel(NgtPreTrainedModel):
             raise ValueError("input_ids is required")
         if kwargs.get("output_attentions"):
             raise ValueError("output_attentions is not supported by NGT; use NgtForCausalLM.gravity_diagnostics()")
+        check_unused_arguments(self, kwargs, logger)
         # A training forward builds no cache unless asked to (it would only cost memory).
         use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
         output_hidden_states = (

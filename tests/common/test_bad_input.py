@@ -5,6 +5,7 @@ new architecture of an existing kind gets all of them."""
 
 import importlib
 import json
+import logging
 import re
 
 import numpy as np
@@ -233,6 +234,19 @@ def test_labels_shape_mismatch(spec):
     expected = re.escape(f"got {tuple(labels[:, :5].shape if labels.dim() == 2 else labels[:1].shape)}")
     with pytest.raises(ValueError, match=rf"labels must have .*shape.*{expected}"):
         model(**inputs, labels=labels[:, :5] if labels.dim() == 2 else labels[:1])
+
+
+def test_unused_arguments_are_never_ignored_silently(spec, caplog):
+    """A keyword the model does not use warns (once per set of names); labels given to a backbone are refused."""
+    model = spec.build().eval()
+    inputs = spec.make_inputs(model.config, batch=2, seq=8)
+    unused = f"unused_argument_{spec.name.replace('-', '_')}"
+    with caplog.at_level(logging.WARNING):
+        model(**inputs, **{unused: 1})
+    assert f"ignores the arguments ['{unused}']" in caplog.text
+    if not spec.has_loss:
+        with pytest.raises(ValueError, match=r"labels given to \w+, a backbone without a head"):
+            model(**inputs, labels=inputs[next(iter(inputs))])
 
 
 class _HostReads(TorchFunctionMode):
