@@ -156,23 +156,27 @@ def validate_token_inputs(vocab_size, max_positions, input_ids, attention_mask, 
 
     stats = [input_ids.min(), input_ids.max(), position_ids.min(), position_ids.max()]
     if attention_mask is not None:
-        attends = attention_mask != 0
-        stats += [(attention_mask == 0).sum(), (attention_mask == 1).sum(), (~attends.any(-1)).sum()]
-    low, high, first, last, *mask_counts = torch.stack([s.to(torch.int64) for s in stats]).tolist()  # one sync
+        # few passes over the mask: min and max bound the values (clamped, so that -inf casts to an integer), the
+        # smallest row maximum finds a row of zeros, and a float mask counts its non-integers (0.5, NaN, inf)
+        mask_stats = [attention_mask.min(), attention_mask.max(), attention_mask.amax(-1).min()]
+        if attention_mask.is_floating_point():
+            mask_stats = [s.clamp(-1, 2) for s in mask_stats] + [(attention_mask.frac() != 0).sum()]
+        stats += mask_stats
+    low, high, first, last, *mask_stats = torch.stack([s.to(torch.int64) for s in stats]).tolist()  # one sync
     if low < 0 or high >= vocab_size:
         raise ValueError(f"input_ids must be in [0, vocab_size={vocab_size}); got values in [{low}, {high}]")
     if attention_mask is not None:
-        zeros, ones, empty_rows = mask_counts
-        if zeros + ones != attention_mask.numel():
+        mask_low, mask_high, smallest_row_max, *non_integers = mask_stats
+        if any(non_integers) or mask_low < 0 or mask_high > 1:
             raise ValueError(_mask_problem(attention_mask))
-        if empty_rows:
+        if smallest_row_max == 0:
             # all 0 is no input at all; it is also what an additive mask that masks nothing looks like
-            row = int((~attends.any(-1)).nonzero()[0, 0])
+            row = int((attention_mask == 0).all(-1).nonzero()[0, 0])
             raise ValueError(
                 f"attention_mask row {row} is all 0 (every token padding): a padding mask holds 1 for the tokens to "
                 "attend to (an additive mask, 0 = attend, converts with (attention_mask == 0).long())"
             )
-        if zeros == 0:
+        if mask_low == 1:
             attention_mask = None  # all ones: the same as no mask
     if given_positions and first < 0:
         raise ValueError(f"position_ids must be >= 0; got a minimum of {first}")
