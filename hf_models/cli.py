@@ -14,7 +14,10 @@ hf-models push OUT_DIR REPO_ID [--private] [--revision R]
                            upload an exported folder with huggingface_hub
 hf-models chat FOLDER      type prompts, read continuations (sampled) from a saved text model
 hf-models list             the architectures, their model types and Auto classes
-hf-models audit FOLDER     check that a saved model folder works as Hub remote code (static audit)
+hf-models audit FOLDER [--json]
+                           before trust_remote_code: what the folder's code can do (processes, code from strings,
+                           network, pickles: refused; native builds, file writes, environment: reported) and whether
+                           it works as Hub remote code (static; nothing is run)
 """
 
 import argparse
@@ -38,11 +41,29 @@ def _list(_args):
 
 
 def _audit(args):
+    from .hub.capabilities import pickle_files, render_report, scan_folder
+
     folder_config = (
         json.loads((args.folder / "config.json").read_text()) if (args.folder / "config.json").exists() else {}
     )
     required = [key for key in (folder_config.get("auto_map") or {}) if key != "AutoConfig"]
     problems = audit_folder(args.folder, required)
+    findings = scan_folder(args.folder)
+    if args.json:
+        report = {
+            "folder": str(args.folder),
+            "ok": not problems,
+            "problems": problems,
+            "capabilities": [finding.as_dict() for finding in findings],
+            "pickle_files": pickle_files(args.folder),
+        }
+        print(json.dumps(report, indent=2))
+        return 1 if problems else 0
+    report = render_report(findings, pickle_files(args.folder))
+    print("what the code can do when it runs:" if report else "what the code can do when it runs: nothing outside "
+          "the model (no processes, code from strings, network, pickles, native builds, file writes or environment)")  # fmt: skip
+    for line in report:
+        print(f"  {line}")
     for problem in problems:
         print(problem)
     print(f"{args.folder}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
@@ -158,6 +179,7 @@ def build_parser():
     commands.add_parser("list", help="the architectures").set_defaults(func=_list)
     audit = commands.add_parser("audit", help="static remote-code audit of a saved model folder")
     audit.add_argument("folder", type=Path)
+    audit.add_argument("--json", action="store_true", help="the problems and the capability report as JSON")
     audit.set_defaults(func=_audit)
     return parser
 

@@ -23,7 +23,7 @@ from transformers.utils import logging
 from ..training.arguments import load_yaml, resolve_path
 from ..training.checkpoints import newest_complete_checkpoint
 from ..training.run import check_model_folder, evaluate_folder, last_sample
-from .remote_code import audit_folder
+from .remote_code import IN_PROGRESS_NAME, PARTIAL_SUFFIX, audit_folder
 
 
 try:
@@ -37,8 +37,6 @@ CARDS = Path(__file__).resolve().parents[2] / "model_cards"
 PROMPT = "ROMEO:\n"
 # An export is written into `<out_dir>.partial` (holding this marker file) and renamed to `out_dir` when complete:
 # a folder with the suffix or the marker is an unfinished export.
-PARTIAL_SUFFIX = ".partial"
-IN_PROGRESS_NAME = ".export-in-progress"
 
 
 def _source_folder(run_dir):
@@ -351,7 +349,7 @@ def _write_export(staging, out_dir, run_dir, source, model, preprocessor, image,
     build_card(model, preprocessor, run_config, results, card_repo, sample=sample).save(staging / "README.md")
     (staging / IN_PROGRESS_NAME).unlink()  # written in full: audited as it will be published
     problems = audit_folder(
-        staging, ("AutoModel", "AutoModelForImageClassification" if image else "AutoModelForCausalLM")
+        staging, ("AutoModel", "AutoModelForImageClassification" if image else "AutoModelForCausalLM"), staging=True
     )
     if problems:
         raise ValueError("the export fails the remote-code audit:\n" + "\n".join(problems))

@@ -24,6 +24,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .capabilities import pickle_files, scan_source
+
+
+# an export is written into `<target>.partial`, holding this marker until complete (see hub/export.py)
+PARTIAL_SUFFIX = ".partial"
+IN_PROGRESS_NAME = ".export-in-progress"
+
 
 ALLOWED_IMPORTS = frozenset({"torch", "transformers", "safetensors"})
 _FORBIDDEN_CALLS = {"print", "breakpoint", "input"}
@@ -116,10 +123,10 @@ def audit_source(source, filename, folder_files):
                 problems.append(
                     f"{filename}:{node.lineno}: calls {name}() (no output or interaction from shipped code)"
                 )
-            if name in {"getenv", "putenv"}:
-                problems.append(f"{filename}:{node.lineno}: reads the environment ({name})")
-        elif isinstance(node, ast.Attribute) and node.attr == "environ":
-            problems.append(f"{filename}:{node.lineno}: reads os.environ")
+            if name in {"getenv", "putenv"} and id(node) in at_import:
+                problems.append(f"{filename}:{node.lineno}: reads the environment ({name}) at import")
+        elif isinstance(node, ast.Attribute) and node.attr == "environ" and id(node) in at_import:
+            problems.append(f"{filename}:{node.lineno}: reads os.environ at import")
         if (
             isinstance(node, ast.Attribute)
             and node.attr == "compile"
@@ -154,13 +161,23 @@ def shipped_files(folder, entry_points):
     return sorted(seen)
 
 
-def audit_folder(folder, required_auto_classes=()):
-    """Problems of a saved model folder: every `.py` file audited; `auto_map` complete and pointing at files."""
+def audit_folder(folder, required_auto_classes=(), staging=False):
+    """Problems of a saved model folder: every `.py` file audited (the shipped-file rules, and what its code can do:
+    `capabilities.REFUSED` kinds are problems); `auto_map` complete and pointing at files; no pickle files; not an
+    unfinished export (`staging=True`: the export's own check of its `.partial` folder before the rename)."""
     folder = Path(folder)
     problems = []
+    if not staging and folder.name.endswith(PARTIAL_SUFFIX):
+        problems.append(f"{folder} is an unfinished export ({PARTIAL_SUFFIX} folder): export again, or use the folder "
+                        f"without {PARTIAL_SUFFIX} once an export has completed")  # fmt: skip
+    if (folder / IN_PROGRESS_NAME).exists():
+        problems.append(f"{folder} holds {IN_PROGRESS_NAME}: an export into it was interrupted or is still running")
     files = {p.name for p in folder.iterdir() if p.is_file()}
     for name in sorted(f for f in files if f.endswith(".py")):
-        problems += audit_source((folder / name).read_text(encoding="utf-8"), name, files)
+        source = (folder / name).read_text(encoding="utf-8")
+        problems += audit_source(source, name, files)
+        problems += [f"{finding.file}:{finding.line}: {finding.kind}: {finding.detail}"
+                     for finding in scan_source(source, name) if finding.refused]  # fmt: skip
     config_path = folder / "config.json"
     if not config_path.exists():
         return problems + ["config.json is missing"]
@@ -172,13 +189,11 @@ def audit_folder(folder, required_auto_classes=()):
         module = reference.split("--")[-1].rsplit(".", 1)[0]
         if f"{module}.py" not in files:
             problems.append(f"auto_map[{auto_class!r}] = {reference!r} but {module}.py is not in the folder")
-    pickles = sorted(
-        name
-        for name in files
-        if name.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt")) and not _TRAINER_STATE.match(name)
-    )
+    pickles = pickle_files(folder, ignore=_TRAINER_STATE.match)
     if pickles:
-        problems.append(f"the folder holds pickle weights {pickles}; only safetensors are allowed")
+        problems.append(
+            f"the folder holds pickled data {pickles}; only safetensors are allowed (unpickling runs code)"
+        )
     if not any(name.endswith(".safetensors") or name.endswith(".safetensors.index.json") for name in files):
         problems.append("the folder has no safetensors weights")
     return problems
