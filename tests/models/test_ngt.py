@@ -111,6 +111,93 @@ def test_model_chunked_matches_naive(overrides):
         torch.testing.assert_close(param.grad, ref_params[name].grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+BF16_CASES = {  # (kernel, cutoff, masses in the score)
+    "repulsive_hard_mass": ("repulsive", "hard", True),
+    "attractive_soft_self": ("attractive", "soft", False),
+    "repulsive_none_mass": ("repulsive", "none", True),
+}
+
+
+def _close_in_bf16(actual, expected, name):
+    """bf16 rounds P before P V (0.4% per probability): compare against the reference's own scale."""
+    scale = expected.detach().abs().max().item()
+    torch.testing.assert_close(
+        actual.float(), expected.float(), rtol=0.05, atol=0.03 * scale, msg=lambda m: f"{name}: {m}"
+    )
+
+
+@pytest.mark.parametrize("padding", [False, True])
+@pytest.mark.parametrize("case", BF16_CASES.values(), ids=BF16_CASES.keys())
+def test_chunked_matches_naive_under_bf16_autocast(case, padding):
+    """Under autocast the values are bf16 (they come out of a Linear) and P V runs in bf16 in both paths; the scores,
+    the softmax and every gradient through them stay float32. Blocks of 4 over 13 queries."""
+    kernel, cutoff, with_mass = case
+    leaves, args = _op_case(kernel, cutoff, with_mass, padding, 3)
+    args = (*args[:4], leaves["values"].to(torch.bfloat16), *args[5:])
+    kw, weight = {"kernel": kernel, "eps": 0.5, "cutoff": cutoff, "sharpness": 10.0}, torch.randn(2, 3, 13, 5)
+    results = []
+    for fn, extra in ((ops.naive_gravity_attention, {}), (ops.chunked_gravity_attention, {"chunk_size": 4})):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fn(*args, **kw, **extra)
+        grads = torch.autograd.grad((out * weight).sum(), list(leaves.values()), allow_unused=True, retain_graph=True)
+        results.append((out, dict(zip(leaves, grads, strict=True))))
+    (ref, ref_grads), (fast, fast_grads) = results
+    assert fast.dtype == ref.dtype == torch.bfloat16
+    _close_in_bf16(fast, ref, "output")
+    for name, ref_grad in ref_grads.items():
+        if ref_grad is None:
+            assert name == "radius_raw" and cutoff == "none" and fast_grads[name] is None
+            continue
+        assert fast_grads[name].dtype == ref_grad.dtype and ref_grad.abs().sum() > 0, name
+        _close_in_bf16(fast_grads[name], ref_grad, f"grad of {name}")
+
+
+@pytest.mark.parametrize("overrides", EQUIVALENCE_CONFIGS.values(), ids=EQUIVALENCE_CONFIGS.keys())
+def test_model_chunked_matches_naive_under_bf16_autocast(overrides):
+    fast = _model(**overrides, gravity_implementation="chunked").train()
+    ref = NgtForCausalLM(_config(**overrides, gravity_implementation="naive")).train()
+    ref.load_state_dict(fast.state_dict())
+    inputs, losses = _inputs(fast.config, pad=3), []  # 20 tokens: blocks of 8, 8, 4
+    for model in (fast, ref):
+        torch.manual_seed(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            losses.append(model(**inputs).loss)
+        losses[-1].backward()
+    torch.testing.assert_close(losses[0], losses[1], rtol=0.01, atol=0.01)
+    ref_grads = {name: param.grad for name, param in ref.named_parameters()}
+    # Per parameter, relative to its own gradient, with a floor far below the model's gradient scale: coord_proj's
+    # bias shifts every coordinate of a head alike and leaves the distances unchanged, so its true gradient is 0
+    # and both paths return rounding noise there (~1e-5).
+    floor = 1e-4 * max(grad.abs().max().item() for grad in ref_grads.values())
+    for name, param in fast.named_parameters():
+        error, size = (param.grad - ref_grads[name]).norm().item(), ref_grads[name].norm().item()
+        assert error <= 0.05 * size + floor, f"{name}: |fast - naive| = {error:.3g}, |naive| = {size:.3g}"
+
+
+def test_cpu_blocks_shrink_to_the_cache_budget(monkeypatch):
+    cpu = torch.device("cpu")
+    assert ops._block_rows(128, 16, 1024, cpu) == 64  # batch 2 x 8 heads at 1024 tokens
+    assert ops._block_rows(128, 64, 256, cpu) == 64  # batch 8 x 8 heads at 256 tokens
+    assert ops._block_rows(32, 16, 1024, cpu) == 32  # never more than chunk_size
+    assert ops._block_rows(128, 64, 1 << 16, cpu) == ops._MIN_BLOCK_ROWS
+    assert ops._block_rows(128, 16, 1024, torch.device("meta")) == 128  # accelerators keep chunk_size
+    # The budget only changes the partition: blocks of 3 rows (13 queries, 16 keys, 2 x 3 heads) match the reference.
+    monkeypatch.setattr(ops, "_CPU_BLOCK_ELEMENTS", 6 * 16 * 3)
+    monkeypatch.setattr(ops, "_MIN_BLOCK_ROWS", 1)
+    seen, blocks = [], ops._blocks
+    monkeypatch.setattr(ops, "_blocks", lambda *a: seen.append(blocks(*a)) or seen[-1])
+    leaves, args = _op_case("repulsive", "hard", True, True, 3)
+    kw, weight = {"kernel": "repulsive", "eps": 0.5, "cutoff": "hard", "sharpness": 10.0}, torch.randn(2, 3, 13, 5)
+    results = []
+    for fn, extra in ((ops.naive_gravity_attention, {}), (ops.chunked_gravity_attention, {"chunk_size": 128})):
+        out = fn(*args, **kw, **extra)
+        results.append((out, torch.autograd.grad((out * weight).sum(), list(leaves.values()), retain_graph=True)))
+    assert [[rows.stop - rows.start for rows, _, _ in b] for b in seen] == [[3, 3, 3, 3, 1]] * 2  # forward, backward
+    torch.testing.assert_close(results[1][0], results[0][0], **TOL)
+    for name, fast_grad, ref_grad in zip(leaves, results[1][1], results[0][1], strict=True):
+        torch.testing.assert_close(fast_grad, ref_grad, **TOL, msg=lambda m, n=name: f"grad of {n}: {m}")
+
+
 @pytest.mark.parametrize("cutoff", ["hard", "soft"])
 def test_radius_gets_gradient_in_model(cutoff):
     model = _model(radius_cutoff=cutoff, initial_radius=0.5).train()
