@@ -234,7 +234,13 @@ class _Workspace:
 
     def __init__(self, batch_heads, blocks, device):
         largest = math.prod(batch_heads) * max((rows.stop - rows.start) * k_end for rows, _, k_end in blocks)
-        self.capacity, self.device, self.buffers = 4 * largest, device, {}  # bytes of one float32 block
+        self.capacity, self.device, self.buffers, self.futures = 4 * largest, device, {}, {}  # bytes of one block
+
+    def future(self, size):
+        """(size, size) float32: -inf strictly above the diagonal (a block's last `size` keys after its queries)."""
+        if size not in self.futures:
+            self.futures[size] = torch.full((size, size), float("-inf"), device=self.device).triu_(1)
+        return self.futures[size]
 
     def get(self, name, shape, dtype=torch.float32):
         """A contiguous (shape) view of buffer `name` in `dtype` (a buffer serves float32 and bfloat16 in turn);
@@ -272,22 +278,8 @@ def _gate_argument(dist, r2, eps, sharpness, out):
     return torch.mul(dist, sharpness / r2, out=out).sub_(sharpness * (1.0 + eps / r2))
 
 
-def _block_scores(
-    q_aug,
-    k_aug,
-    coef_a,
-    coef_b,
-    mass_k,
-    key_bias,
-    r2,
-    self_score,
-    q_start,
-    eps,
-    cutoff,
-    sharpness,
-    workspace,
-    keep_dist,
-):
+def _block_scores(q_aug, k_aug, coef_a, coef_b, mass_k, key_bias, r2, self_score, q_start, eps, cutoff, sharpness,
+                  workspace, keep_dist):  # fmt: skip
     """Scores of one block of queries, built in place without autograd (the fused path's forward and recompute).
 
     s_ij = m_j (a_i + b_i / (d_ij^2 + eps)) + gate_r(d_ij^2), where a_i = beta m_i and b_i = -/+ gamma m_i (or
@@ -322,9 +314,8 @@ def _block_scores(
         kept = diagonal.clone()  # a padded query still sees itself
         scores.add_(key_bias)
         diagonal.copy_(kept)
-    # causal: only the last Qb keys can lie after a query (the strict upper triangle of that square)
-    future = torch.full((num_queries, num_queries), float("-inf"), device=scores.device).triu_(1)
-    scores[..., q_start:].add_(future)
+    if num_queries > 1:  # causal: only the last Qb keys can lie after a query (the strict upper triangle there)
+        scores[..., q_start:].add_(workspace.future(num_queries))
     return scores, dist
 
 
@@ -359,6 +350,30 @@ def _blocks(num_queries, q_start, chunk_size):
     ]
 
 
+def _fused_forward(q_aug, k_aug, values, coef_a, coef_b, mass_k, r2, self_score, key_bias, q_start, eps, cutoff,
+                   sharpness, dropout_p, chunk_size):  # fmt: skip
+    """The blocks' outputs (B, H, Q, D) and the RNG state before each block's dropout mask (for the backward)."""
+    blocks = _blocks(q_aug.shape[2], q_start, chunk_size)
+    workspace = _Workspace(q_aug.shape[:2], blocks, q_aug.device)
+    out = values.new_empty(*q_aug.shape[:3], values.shape[-1])
+    rng_states = []
+    for rows, first, k_end in blocks:
+        block = _block_inputs(q_aug, k_aug, coef_a, coef_b, mass_k, key_bias, rows, k_end)
+        scores, dist = _block_scores(*block, r2, self_score, first, eps, cutoff, sharpness, workspace, False)
+        # recomputed bit for bit in the backward: nothing else is kept. Two buffers serve the block: the
+        # probabilities go where dist was, their bf16 copy (under autocast) where the scores were.
+        probs = torch.softmax(scores, dim=-1, out=dist)
+        if dropout_p > 0:
+            rng_states.append(_rng_state(probs.device))
+            probs.mul_(_dropout_keep_mask(probs, dropout_p))
+        if values.dtype != probs.dtype:  # bf16 values under autocast: the product runs in their dtype
+            probs = workspace.get("scores", probs.shape, values.dtype).copy_(probs)
+        if len(blocks) == 1:
+            return torch.matmul(probs, values[:, :, :k_end]), rng_states
+        out[:, :, rows] = torch.matmul(probs, values[:, :, :k_end])
+    return out, rng_states
+
+
 class _FusedGravityAttention(torch.autograd.Function):
     """Gravity attention, block by block, with a hand-written backward (flash-attention style).
 
@@ -377,22 +392,10 @@ class _FusedGravityAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q_aug, k_aug, values, coef_a, coef_b, mass_k, r2, self_score, key_bias, q_start, eps, cutoff,
                 sharpness, dropout_p, chunk_size):  # fmt: skip
-        blocks = _blocks(q_aug.shape[2], q_start, chunk_size)
-        workspace = _Workspace(q_aug.shape[:2], blocks, q_aug.device)
-        out = values.new_empty(*q_aug.shape[:3], values.shape[-1])  # (B, H, Q, D)
-        ctx.rng_states = []
-        for rows, first, k_end in blocks:
-            block = _block_inputs(q_aug, k_aug, coef_a, coef_b, mass_k, key_bias, rows, k_end)
-            scores, dist = _block_scores(*block, r2, self_score, first, eps, cutoff, sharpness, workspace, False)
-            # recomputed bit for bit in the backward: nothing else is kept. Two buffers serve the block: the
-            # probabilities go where dist was, their bf16 copy (under autocast) where the scores were.
-            probs = torch.softmax(scores, dim=-1, out=dist)
-            if dropout_p > 0:
-                ctx.rng_states.append(_rng_state(probs.device))
-                probs.mul_(_dropout_keep_mask(probs, dropout_p))
-            if values.dtype != probs.dtype:  # bf16 values under autocast: the product runs in their dtype
-                probs = workspace.get("scores", probs.shape, values.dtype).copy_(probs)
-            out[:, :, rows] = torch.matmul(probs, values[:, :, :k_end])
+        out, ctx.rng_states = _fused_forward(
+            q_aug, k_aug, values, coef_a, coef_b, mass_k, r2, self_score, key_bias, q_start, eps, cutoff, sharpness,
+            dropout_p, chunk_size,
+        )  # fmt: skip
         ctx.save_for_backward(q_aug, k_aug, values, coef_a, coef_b, mass_k, r2, self_score, key_bias)
         ctx.config = (q_start, eps, cutoff, sharpness, dropout_p, chunk_size)
         return out
@@ -512,11 +515,12 @@ def _fused_attention(coords_q, coords_k, mass_q, mass_k, values, gamma, beta, ra
         key_bias = key_bias[:, None, None, :]
     batch, _, num_queries = coords_q.shape[:3]
     rows = _block_rows(chunk_size, batch * num_heads, q_start + num_queries, coords_q.device)
+    inputs = (q_aug, k_aug, values, coef_a, coef_b, m_k, r2, self_view, key_bias)
     with torch.autocast(device_type=coords_q.device.type, enabled=False):
-        return _FusedGravityAttention.apply(
-            q_aug, k_aug, values, coef_a, coef_b, m_k, r2, self_view, key_bias, q_start, eps, cutoff, sharpness,
-            dropout_p, rows,
-        )  # fmt: skip
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+            return _FusedGravityAttention.apply(*inputs, q_start, eps, cutoff, sharpness, dropout_p, rows)
+        # inference (generation): the same blocks without the autograd function's bookkeeping
+        return _fused_forward(*inputs, q_start, eps, cutoff, sharpness, dropout_p, rows)[0]
 
 
 def _as_float(tensor):

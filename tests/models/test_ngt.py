@@ -78,6 +78,8 @@ def test_chunked_matches_naive_outputs_and_gradients(kernel, cutoff, with_mass, 
     (ref, ref_grads), (fast, fast_grads) = results
     assert fast.shape == (2, 3, 13, 5)
     torch.testing.assert_close(fast, ref, **TOL)
+    with torch.no_grad():  # inference runs the same blocks outside the autograd function
+        torch.testing.assert_close(ops.chunked_gravity_attention(*args, **kw, **fast_kw), fast, rtol=0, atol=0)
     for name, ref_grad in ref_grads.items():
         if name == "radius_raw" and cutoff == "none":
             assert ref_grad is None and fast_grads[name] is None
