@@ -13,11 +13,13 @@ before moving on:
     read_backward   dL/dx', F(h), dL/dh  ->  dL/dx, dL/dH~, dL/dphi: the rest of both halves in one pass
 
 The projection by phi (P = x phi^T) is a register-blocked loop of its own (BLAS reaches about half the machine's peak on
-this thin shape, K = 2n + n^2 outputs per token); its backward (dL/dx += dL/dP phi, dL/dphi += dL/dP^T x) is two BLAS
-calls per chunk of `kChunk` tokens, made while the chunk's rows are in cache. The per-token loops run on vectors of
-channels with their sums in registers (expansion rates 2 to 4 are compiled for their n). Sinkhorn-Knopp runs on blocks
-of tokens, vectorised across the tokens, in its scaling form; its backward rebuilds the iterates and walks back through
-them.
+this thin shape, K = 2n + n^2 outputs per token), and so is its backward (dL/dx += dL/dP phi for each block of tokens,
+dL/dphi += dL/dP^T x per chunk of them, while their rows are in cache). The per-token loops run on vectors of channels
+with their sums in registers (expansion rates 2 to 4 are compiled for their n). Sinkhorn-Knopp runs on blocks of
+tokens, vectorised across the tokens, in its scaling form; its backward rebuilds the iterates and walks back through
+them. read_backward takes the tokens block by block through all of its steps and fetches the next block's rows from
+memory while it computes (software prefetch), as does the projection in read_forward. Vectors are whole registers:
+AVX-512 (16 floats) where torch reports that capability, AVX2 (8) otherwise.
 
 Tokens are split over torch's intra-op threads (`at::parallel_for`). float32 and float64 (the latter for tests).
 Nothing here runs at import: `load()` builds or loads the extension when a model first asks for it (see its docstring
@@ -46,13 +48,23 @@ namespace {
 
 using torch::Tensor;
 
-constexpr int64_t kBlock = 8;        // lanes per vector: tokens per Sinkhorn-Knopp block, channels per step elsewhere
+// kBlock: lanes per vector (tokens per Sinkhorn-Knopp block, channels per step elsewhere), a whole vector register of
+// floats: 16 with AVX-512 (built with -mavx512f where torch reports AVX512), 8 otherwise (AVX2's 256 bits). kWide:
+// vectors of channels per register block in the projection loops, sized to the register file (32 vector registers
+// with AVX-512, 16 with AVX2) so that their sums never spill.
+#if defined(__AVX512F__)
+constexpr int64_t kBlock = 16;
+constexpr int64_t kWide = 4;
+#else
+constexpr int64_t kBlock = 8;
+constexpr int64_t kWide = 2;
+#endif
 constexpr int64_t kMaxStreams = 16;  // expansion rates up to 16 (checked)
-constexpr int64_t kChunk = 256;      // tokens per BLAS call in read_backward (runs of 64 took ~40% longer in BLAS)
 constexpr int64_t kPass = 64;        // tokens per run in read_forward (their streams stay in L2 between its passes)
-
-template <typename T>
-inline T sigmoid(T v) { return T(1) / (T(1) + std::exp(-v)); }
+// read_backward's chunks of tokens, whose streams stay in L2 until the chunk's dL/dphi pass: at most 256 KB of them
+// and 128 tokens (float32 sums of dL/dphi over longer runs of tokens lose precision)
+constexpr int64_t kChunkBytes = 256 * 1024;
+constexpr int64_t kMaxChunk = 128;
 
 // the gate alpha of coefficient k of 2n + n^2: alpha_pre, alpha_post, then alpha_res
 inline int64_t gate_index(int64_t k, int64_t n) { return k < n ? 0 : (k < 2 * n ? 1 : 2); }
@@ -82,11 +94,83 @@ inline Vec<T> load(const T* p) {
 template <typename T>
 inline void store(T* p, const Vec<T>& v) { std::memcpy(p, &v, sizeof(v)); }
 
+// the sum of a vector's lanes by halves (each step one shuffle and one add)
+template <typename T, int64_t N>
+inline T tree_sum(const T* lanes) {
+  if constexpr (N == 2) {
+    return lanes[0] + lanes[1];
+  } else {
+    typedef T Half __attribute__((vector_size(N / 2 * sizeof(T))));
+    Half low, high;
+    std::memcpy(&low, lanes, sizeof(Half));
+    std::memcpy(&high, lanes + N / 2, sizeof(Half));
+    const Half sum = low + high;
+    return tree_sum<T, N / 2>(reinterpret_cast<const T*>(&sum));
+  }
+}
+
 template <typename T>
-inline T lane_sum(const Vec<T>& v) {
-  T s = 0;
-  for (int64_t b = 0; b < kBlock; ++b) s += v[b];
-  return s;
+inline T lane_sum(const Vec<T>& v) { return tree_sum<T, kBlock>(reinterpret_cast<const T*>(&v)); }
+
+// exp of every lane. float: x = k ln2 + r with k = round(x / ln2), |r| <= ln2 / 2, exp(r) by Cephes' degree-6
+// polynomial (within 1 ulp of std::exp), times 2^k made in the exponent bits: ten times faster than a std::exp per
+// lane. Below -87.3 (2^k would leave the normal range) it gives 0, as a float with denormals flushed would, and above
+// 88.37 exp(88.37). double (for tests) takes std::exp lane by lane.
+template <typename T>
+inline Vec<T> vexp(Vec<T> x) {
+  for (int64_t b = 0; b < kBlock; ++b) x[b] = std::exp(x[b]);
+  return x;
+}
+
+template <>
+inline Vec<float> vexp<float>(Vec<float> x) {
+  typedef int32_t Bits __attribute__((vector_size(kBlock * sizeof(int32_t))));
+  const Vec<float> low = splat(-87.33654f), high = splat(88.3762626f), shift = splat(12582912.0f);  // 1.5 * 2^23
+  const auto under = x < low;
+  x = x < low ? low : x;
+  x = x > high ? high : x;
+  const Vec<float> t = x * 1.44269504088896341f + shift;  // round(x / ln2) in the low mantissa bits of t
+  const Vec<float> k = t - shift;
+  Vec<float> r = x - k * 0.693359375f;
+  r = r - k * -2.12194440e-4f;  // ln2 in two parts, so that r is exact
+  Vec<float> p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const Bits power = ((Bits)t - (Bits)shift + 127) << 23;  // 2^k
+  return under ? splat(0.0f) : p * (Vec<float>)power;
+}
+
+// out[k] = sigmoid(in[k]) = 1 / (1 + exp(-in[k])) for k < count, kBlock at a time
+template <typename T>
+inline void sigmoids(const T* in, int64_t count, T* out) {
+  const Vec<T> one = splat(T(1));
+  for (int64_t k = 0; k < count; k += kBlock) {
+    const int64_t lanes = std::min(kBlock, count - k);
+    Vec<T> v = splat(T(0));
+    if (lanes == kBlock) {
+      v = load(in + k);
+    } else {
+      for (int64_t b = 0; b < lanes; ++b) v[b] = in[k + b];
+    }
+    const Vec<T> s = one / (one + vexp<T>(-v));
+    if (lanes == kBlock) {
+      store(out + k, s);
+    } else {
+      for (int64_t b = 0; b < lanes; ++b) out[k + b] = s[b];
+    }
+  }
+}
+
+// Asks for the cache lines of [begin, end) to be brought into L2 ahead of their use: a loop working on one block of
+// tokens pulls in the next block's rows this way, so that reading them from memory overlaps the arithmetic (the
+// hardware prefetchers only follow the loads as they happen).
+inline void prefetch(const void* begin, const void* end) {
+  for (const char* p = static_cast<const char*>(begin); p < static_cast<const char*>(end); p += 64)
+    __builtin_prefetch(p, 0, 2);
 }
 
 // <a, b> with four independent accumulators (a single one would wait on the latency of every add)
@@ -184,16 +268,21 @@ void mix(T* y, const T* w, const T* x, int64_t rows, int64_t n, int64_t C, const
 }
 
 // out[t * K + k] = <x_t, phi_k> for `count` rows x_t and K rows phi_k, all of length D. Blocks of 4 tokens by 3 rows
-// of phi: 12 sums in registers, 7 loads per 12 multiply-adds; the block's tokens stay in L1 while phi streams past.
+// of phi (6 with AVX-512's 32 registers): 12 (24) sums in registers, 7 (10) loads per 12 (24) multiply-adds; the
+// block's tokens stay in L1 while phi streams past. Meanwhile the next block's rows (of the `available` rows of x) are
+// fetched, a slice per group of rows of phi.
 template <typename T>
-void project(const T* x, const T* phi, int64_t count, int64_t D, int64_t K, T* out) {
-  constexpr int64_t kTokens = 4, kRows = 3;
-  const int64_t body = D - D % kBlock;
+void project(const T* x, const T* phi, int64_t count, int64_t D, int64_t K, T* out, int64_t available) {
+  constexpr int64_t kTokens = 4, kRows = kWide == 4 ? 6 : 3;
+  const int64_t body = D - D % kBlock, groups = (K + kRows - 1) / kRows;
+  const int64_t slice = (kTokens * D + groups - 1) / groups;
   for (int64_t t = 0; t < count; t += kTokens) {
     const int64_t tokens = std::min(kTokens, count - t);
     const T* xr[kTokens];
     for (int64_t q = 0; q < kTokens; ++q) xr[q] = x + (t + std::min(q, tokens - 1)) * D;  // a short block repeats
     for (int64_t k = 0; k < K; k += kRows) {
+      const int64_t ahead = (t + kTokens) * D + k / kRows * slice;
+      if (ahead < available * D) prefetch(x + ahead, x + std::min(ahead + slice, available * D));
       const int64_t rows = std::min(kRows, K - k);
       const T* pr[kRows];
       for (int64_t r = 0; r < kRows; ++r) pr[r] = phi + (k + std::min(r, rows - 1)) * D;
@@ -218,6 +307,90 @@ void project(const T* x, const T* phi, int64_t count, int64_t D, int64_t K, T* o
   }
 }
 
+// The backward of the projection, P = x phi^T, as two register-blocked loops (a BLAS call per chunk reached about
+// half the machine's peak on these thin shapes and reads the chunk's rows once more from memory).
+
+// y_t += sum_k w[t * K + k] phi_k for Q rows y_t (stride D) and K rows phi_k of length D, channels c..c + V kBlock:
+// Q V sums in registers while the rows of phi stream past.
+template <typename T, int64_t Q, int64_t V>
+inline void add_projected_block(T* y, const T* w, const T* phi, int64_t D, int64_t K, int64_t c) {
+  Vec<T> acc[Q][V];
+  for (int64_t q = 0; q < Q; ++q)
+    for (int64_t v = 0; v < V; ++v) acc[q][v] = load(y + q * D + c + v * kBlock);
+  for (int64_t k = 0; k < K; ++k) {
+    Vec<T> p[V];
+    for (int64_t v = 0; v < V; ++v) p[v] = load(phi + k * D + c + v * kBlock);
+    for (int64_t q = 0; q < Q; ++q) {
+      const T s = w[q * K + k];
+      for (int64_t v = 0; v < V; ++v) acc[q][v] += s * p[v];
+    }
+  }
+  for (int64_t q = 0; q < Q; ++q)
+    for (int64_t v = 0; v < V; ++v) store(y + q * D + c + v * kBlock, acc[q][v]);
+}
+
+template <typename T, int64_t Q>
+void add_projected_rows(T* y, const T* w, const T* phi, int64_t D, int64_t K) {
+  int64_t c = 0;
+  for (; c + kWide * kBlock <= D; c += kWide * kBlock) add_projected_block<T, Q, kWide>(y, w, phi, D, K, c);
+  for (; c + kBlock <= D; c += kBlock) add_projected_block<T, Q, 1>(y, w, phi, D, K, c);
+  for (; c < D; ++c)
+    for (int64_t q = 0; q < Q; ++q) {
+      T sum = y[q * D + c];
+      for (int64_t k = 0; k < K; ++k) sum += w[q * K + k] * phi[k * D + c];
+      y[q * D + c] = sum;
+    }
+}
+
+// y_t += sum_k w[t * K + k] phi_k for `count` rows y_t: dL/dx += dL/dP phi
+template <typename T>
+void add_projected(T* y, const T* w, const T* phi, int64_t count, int64_t D, int64_t K) {
+  int64_t t = 0;
+  for (; t + 4 <= count; t += 4) add_projected_rows<T, 4>(y + t * D, w + t * K, phi, D, K);
+  for (; t < count; ++t) add_projected_rows<T, 1>(y + t * D, w + t * K, phi, D, K);
+}
+
+// g_k += sum_t w[t * K + k] x_t for R rows g_k .. (stride D), channels c..c + V kBlock, over `count` rows x_t:
+// R V sums in registers while the tokens' rows stream past.
+template <typename T, int64_t R, int64_t V>
+inline void add_outer_block(T* g, const T* w, const T* x, int64_t count, int64_t D, int64_t K, int64_t c) {
+  Vec<T> acc[R][V];  // this chunk's sums start at zero (added to g at the end), which keeps float32's rounding low
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t v = 0; v < V; ++v) acc[r][v] = splat(T(0));
+  for (int64_t t = 0; t < count; ++t) {
+    Vec<T> xv[V];
+    for (int64_t v = 0; v < V; ++v) xv[v] = load(x + t * D + c + v * kBlock);
+    for (int64_t r = 0; r < R; ++r) {
+      const T s = w[t * K + r];
+      for (int64_t v = 0; v < V; ++v) acc[r][v] += s * xv[v];
+    }
+  }
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t v = 0; v < V; ++v) store(g + r * D + c + v * kBlock, load(g + r * D + c + v * kBlock) + acc[r][v]);
+}
+
+template <typename T, int64_t R>
+void add_outer_rows(T* g, const T* w, const T* x, int64_t count, int64_t D, int64_t K) {
+  int64_t c = 0;
+  for (; c + kWide * kBlock <= D; c += kWide * kBlock) add_outer_block<T, R, kWide>(g, w, x, count, D, K, c);
+  for (; c + kBlock <= D; c += kBlock) add_outer_block<T, R, 1>(g, w, x, count, D, K, c);
+  for (; c < D; ++c)
+    for (int64_t r = 0; r < R; ++r) {
+      T sum = 0;
+      for (int64_t t = 0; t < count; ++t) sum += w[t * K + r] * x[t * D + c];
+      g[r * D + c] += sum;
+    }
+}
+
+// g_k += sum_t w[t * K + k] x_t for the K rows g_k and `count` rows x_t: dL/dphi += dL/dP^T x, 6 rows of g at a time
+template <typename T>
+void add_outer(T* g, const T* w, const T* x, int64_t count, int64_t D, int64_t K) {
+  int64_t k = 0;
+  for (; k + 6 <= K; k += 6) add_outer_rows<T, 6>(g + k * D, w + k, x, count, D, K);
+  for (; k + 2 <= K; k += 2) add_outer_rows<T, 2>(g + k * D, w + k, x, count, D, K);
+  for (; k < K; ++k) add_outer_rows<T, 1>(g + k * D, w + k, x, count, D, K);
+}
+
 // Sinkhorn-Knopp on a block of kBlock tokens at once: every entry of the n x n matrices is a vector over the block's
 // tokens (GCC/Clang vector extensions), so each step is a few SIMD instructions (the matrices alone are too small to
 // vectorise). It runs in the scaling form: with E = exp(z - max), the t-th iterate is diag(u_t) E diag(v_t), where
@@ -231,10 +404,7 @@ void sinkhorn_scalings(const Vec<T>* z, Vec<T>* e, Vec<T>* scale, int64_t n, int
   const Vec<T> tiny = splat(std::numeric_limits<T>::min()), one = splat(T(1));
   Vec<T> top = z[0];
   for (int64_t k = 1; k < n * n; ++k) top = z[k] > top ? z[k] : top;
-  for (int64_t k = 0; k < n * n; ++k) {
-    const Vec<T> shifted = z[k] - top;
-    for (int64_t b = 0; b < kBlock; ++b) e[k][b] = std::exp(shifted[b]);
-  }
+  for (int64_t k = 0; k < n * n; ++k) e[k] = vexp<T>(z[k] - top);
   for (int64_t k = 0; k < 2 * n; ++k) scale[k] = one;
   for (int64_t t = 1; t <= iterations; ++t) {
     const Vec<T>* u_last = scale + (2 * t - 1) * n;
@@ -359,21 +529,22 @@ std::vector<Tensor> read_forward(Tensor x, Tensor phi, Tensor bias, Tensor gate,
     T* Ti = tilde.data_ptr<T>();
     T* I = inv.data_ptr<T>();
     at::parallel_for(0, M, grain(D), [&](int64_t begin, int64_t end) {
-      std::vector<T> pre(n);
+      std::vector<T> pre(n), sig(2 * n);
       std::vector<Vec<T>> z(n * n), m(n * n), e(n * n), scale(2 * n * (iterations + 1));
       for (int64_t first = begin; first < end; first += kPass) {
         const int64_t last = std::min(end, first + kPass);
         // P = x phi^T for this run of tokens, while its streams are in cache for the pass below
-        project(X + first * D, PH, last - first, D, K, P + first * K);
+        project(X + first * D, PH, last - first, D, K, P + first * K, end - first);
         for (int64_t t = first; t < last; ++t) {
           const T* xs = X + t * D;
           T* tl = Ti + t * K;
           const T inv_rms = T(1) / std::sqrt(dot(xs, xs, D) / T(D) + T(eps));
           I[t] = inv_rms;
           for (int64_t k = 0; k < K; ++k) tl[k] = P[t * K + k] * inv_rms * G[gate_index(k, n)] + B[k];
+          sigmoids(tl, 2 * n, sig.data());
           for (int64_t i = 0; i < n; ++i) {
-            pre[i] = sigmoid(tl[i]);
-            Po[t * n + i] = T(2) * sigmoid(tl[n + i]);
+            pre[i] = sig[i];
+            Po[t * n + i] = T(2) * sig[n + i];
           }
           T* ht = Hh + t * C;
           mix(ht, pre.data(), xs, 1, n, C);
@@ -463,11 +634,8 @@ std::vector<Tensor> read_backward(Tensor grad, Tensor out, Tensor gh, Tensor gpo
   const int64_t M = x.size(0), n = x.size(1), C = x.size(2), K = 2 * n + n * n, D = n * C;
   TORCH_CHECK(n <= kMaxStreams, "at most ", kMaxStreams, " streams");
   auto dx = torch::empty_like(x);
-  auto dproj = torch::empty({M, K}, x.options());
   auto dtilde = torch::empty({M, K}, x.options());
   auto dphi = torch::zeros({K, D}, x.options());
-  const auto x2d = x.view({M, D});
-  const auto dx2d = dx.view({M, D});
   std::mutex dphi_lock;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mhc_read_backward", [&] {
     using T = scalar_t;
@@ -477,6 +645,7 @@ std::vector<Tensor> read_backward(Tensor grad, Tensor out, Tensor gh, Tensor gpo
     const T* GP = gpost.data_ptr<T>();
     const T* GR = gres.data_ptr<T>();
     const T* X = x.data_ptr<T>();
+    const T* PH = phi.data_ptr<T>();
     const T* R = res.data_ptr<T>();
     const T* P = proj.data_ptr<T>();
     const T* Ti = tilde.data_ptr<T>();
@@ -484,80 +653,96 @@ std::vector<Tensor> read_backward(Tensor grad, Tensor out, Tensor gh, Tensor gpo
     auto g = gate.contiguous().to(x.scalar_type());
     const T* Ga = g.data_ptr<T>();
     T* DX = dx.data_ptr<T>();
-    T* DP = dproj.data_ptr<T>();
     T* DT = dtilde.data_ptr<T>();
+    T* DPHI = dphi.data_ptr<T>();
+    // tokens per chunk: whole Sinkhorn blocks
+    const int64_t fit = std::max<int64_t>(1, kChunkBytes / (D * int64_t(sizeof(T))) / kBlock) * kBlock;
+    const int64_t chunk = std::min<int64_t>(fit, kMaxChunk);
     at::parallel_for(0, M, grain(D), [&](int64_t begin, int64_t end) {
-      at::NoGradGuard no_grad;  // grad mode is per thread: the pool's threads would record the BLAS calls
-      std::vector<T> pre(n), products((n + 1) * (n + 1)), transposed(n * n);
+      std::vector<T> pre(n), sig(2 * n), products((n + 1) * (n + 1)), transposed(n * n), dphi_part(K * D, T(0));
+      std::vector<T> dproj(chunk * K);  // dL/dP of the chunk's tokens
       std::vector<const T*> rows_a(n + 1), rows_b(n + 1);
       std::vector<Vec<T>> z(n * n), gz(n * n), e(n * n), de(n * n), scale(2 * n * (iterations + 1));
-      auto dphi_part = torch::zeros({K, D}, x.options());
-      for (int64_t first = begin; first < end; first += kChunk) {
-        const int64_t last = std::min(end, first + kChunk);
-        for (int64_t t = first; t < last; ++t) {  // gradients of H_pre, H_post, H_res (kept in dtilde's rows)
-          const T* xs = X + t * D;
-          T* dt = DT + t * K;
-          // rows a = grad_0..grad_{n-1}, dL/dh; b = x_0..x_{n-1}, F(h): <grad_i, x_j> = dH_res[i, j],
-          // <grad_i, F(h)> = dH_post[i], <dL/dh, x_j> = dH_pre[j]
-          for (int64_t i = 0; i < n; ++i) {
-            rows_a[i] = has_grad ? Gr + t * D + i * C : nullptr;
-            rows_b[i] = xs + i * C;
+      for (int64_t first = begin; first < end; first += chunk) {
+        const int64_t last = std::min(end, first + chunk);
+        T* DP = dproj.data();  // DP[(t - first) * K + k]
+        // one block of kBlock tokens at a time through every step, so that its rows stay in L1/L2 from the first
+        // read to the last
+        for (int64_t block = first; block < last; block += kBlock) {
+          const int64_t stop = std::min(last, block + kBlock);
+          for (int64_t t = block; t < stop; ++t) {  // gradients of H_pre, H_post, H_res (kept in dtilde's rows)
+            const T* xs = X + t * D;
+            T* dt = DT + t * K;
+            // rows a = grad_0..grad_{n-1}, dL/dh; b = x_0..x_{n-1}, F(h): <grad_i, x_j> = dH_res[i, j],
+            // <grad_i, F(h)> = dH_post[i], <dL/dh, x_j> = dH_pre[j]
+            for (int64_t i = 0; i < n; ++i) {
+              rows_a[i] = has_grad ? Gr + t * D + i * C : nullptr;
+              rows_b[i] = xs + i * C;
+            }
+            rows_a[n] = GH + t * C;
+            rows_b[n] = has_grad ? O + t * C : xs;
+            if (has_grad) {
+              dots(rows_a.data(), n + 1, rows_b.data(), n + 1, C, products.data());
+            } else {
+              dots(rows_a.data() + n, 1, rows_b.data(), n, C, products.data() + n * (n + 1));
+            }
+            for (int64_t i = 0; i < n; ++i) {
+              dt[i] = products[n * (n + 1) + i];
+              dt[n + i] = GP[t * n + i] + (has_grad ? products[i * (n + 1) + n] : T(0));
+              for (int64_t j = 0; j < n; ++j)
+                dt[2 * n + i * n + j] = GR[t * n * n + i * n + j] + (has_grad ? products[i * (n + 1) + j] : T(0));
+            }
           }
-          rows_a[n] = GH + t * C;
-          rows_b[n] = has_grad ? O + t * C : xs;
-          if (has_grad) {
-            dots(rows_a.data(), n + 1, rows_b.data(), n + 1, C, products.data());
-          } else {
-            dots(rows_a.data() + n, 1, rows_b.data(), n, C, products.data() + n * (n + 1));
+          {  // through Sinkhorn-Knopp: rebuild the iterates, walk back
+            const int64_t count = stop - block;
+            gather<T>(Ti + block * K, K, 2 * n, n * n, count, z.data());
+            gather<T>(DT + block * K, K, 2 * n, n * n, count, gz.data());
+            sinkhorn_backward<T>(z.data(), gz.data(), e.data(), scale.data(), de.data(), n, iterations);
+            scatter<T>(gz.data(), K, 2 * n, n * n, count, DT + block * K);
           }
-          for (int64_t i = 0; i < n; ++i) {
-            dt[i] = products[n * (n + 1) + i];
-            dt[n + i] = GP[t * n + i] + (has_grad ? products[i * (n + 1) + n] : T(0));
-            for (int64_t j = 0; j < n; ++j)
-              dt[2 * n + i * n + j] = GR[t * n * n + i * n + j] + (has_grad ? products[i * (n + 1) + j] : T(0));
+          for (int64_t t = block; t < stop; ++t) {
+            if (t + kBlock < end) {  // the next block's rows arrive while this one is computed
+              const int64_t ahead = t + kBlock;
+              prefetch(X + ahead * D, X + (ahead + 1) * D);
+              prefetch(GH + ahead * C, GH + (ahead + 1) * C);
+              if (has_grad) {
+                prefetch(Gr + ahead * D, Gr + (ahead + 1) * D);
+                prefetch(O + ahead * C, O + (ahead + 1) * C);
+              }
+            }
+            const T* xs = X + t * D;
+            const T* ght = GH + t * C;
+            const T* tl = Ti + t * K;
+            const T* r = R + t * n * n;
+            T* dt = DT + t * K;
+            const T inv_rms = I[t];
+            sigmoids(tl, 2 * n, sig.data());
+            for (int64_t i = 0; i < n; ++i) {  // through the sigmoids
+              const T s_pre = sig[i], s_post = sig[n + i];
+              pre[i] = s_pre;
+              dt[i] *= s_pre * (T(1) - s_pre);
+              dt[n + i] *= T(2) * s_post * (T(1) - s_post);
+            }
+            T d_inv = 0;  // tilde_k = proj_k * inv_rms * gate(k) + bias_k
+            for (int64_t k = 0; k < K; ++k) {
+              const T gk = Ga[gate_index(k, n)];
+              DP[(t - first) * K + k] = dt[k] * inv_rms * gk;
+              d_inv += dt[k] * P[t * K + k] * gk;
+            }
+            // inv_rms = (|x|^2 / D + eps)^(-1/2): d|x|^2 = -d_inv inv^3 / 2D, and d|x|^2 / dx = 2x
+            const T scale_x = -d_inv * inv_rms * inv_rms * inv_rms / T(D);
+            // dx_j = sum_i H_res[i, j] grad_i + H_pre[j] dL/dh + scale_x x_j: `mix` with w = H_res^T
+            for (int64_t i = 0; i < n; ++i)
+              for (int64_t j = 0; j < n; ++j) transposed[j * n + i] = has_grad ? r[i * n + j] : T(0);
+            mix(DX + t * D, transposed.data(), has_grad ? Gr + t * D : xs, n, n, C, pre.data(), ght);
+            add_scaled(DX + t * D, scale_x, xs, D);
           }
+          add_projected(DX + block * D, DP + (block - first) * K, PH, stop - block, D, K);  // dx += dP phi
         }
-        for (int64_t t = first; t < last; t += kBlock) {  // through Sinkhorn-Knopp: rebuild the iterates, walk back
-          const int64_t count = std::min(kBlock, last - t);
-          gather<T>(Ti + t * K, K, 2 * n, n * n, count, z.data());
-          gather<T>(DT + t * K, K, 2 * n, n * n, count, gz.data());
-          sinkhorn_backward<T>(z.data(), gz.data(), e.data(), scale.data(), de.data(), n, iterations);
-          scatter<T>(gz.data(), K, 2 * n, n * n, count, DT + t * K);
-        }
-        for (int64_t t = first; t < last; ++t) {
-          const T* xs = X + t * D;
-          const T* ght = GH + t * C;
-          const T* tl = Ti + t * K;
-          const T* r = R + t * n * n;
-          T* dt = DT + t * K;
-          const T inv_rms = I[t];
-          for (int64_t i = 0; i < n; ++i) {  // through the sigmoids
-            const T s_pre = sigmoid(tl[i]), s_post = sigmoid(tl[n + i]);
-            pre[i] = s_pre;
-            dt[i] *= s_pre * (T(1) - s_pre);
-            dt[n + i] *= T(2) * s_post * (T(1) - s_post);
-          }
-          T d_inv = 0;  // tilde_k = proj_k * inv_rms * gate(k) + bias_k
-          for (int64_t k = 0; k < K; ++k) {
-            const T gk = Ga[gate_index(k, n)];
-            DP[t * K + k] = dt[k] * inv_rms * gk;
-            d_inv += dt[k] * P[t * K + k] * gk;
-          }
-          // inv_rms = (|x|^2 / D + eps)^(-1/2): d|x|^2 = -d_inv inv^3 / 2D, and d|x|^2 / dx = 2x
-          const T scale_x = -d_inv * inv_rms * inv_rms * inv_rms / T(D);
-          // dx_j = sum_i H_res[i, j] grad_i + H_pre[j] dL/dh + scale_x x_j: `mix` with w = H_res^T
-          for (int64_t i = 0; i < n; ++i)
-            for (int64_t j = 0; j < n; ++j) transposed[j * n + i] = has_grad ? r[i * n + j] : T(0);
-          mix(DX + t * D, transposed.data(), has_grad ? Gr + t * D : xs, n, n, C, pre.data(), ght);
-          add_scaled(DX + t * D, scale_x, xs, D);
-        }
-        // the phi terms for this chunk (BLAS) while its rows are in cache: dx += dP phi, dphi += dP^T x
-        const auto rows = dproj.narrow(0, first, last - first);
-        dx2d.narrow(0, first, last - first).addmm_(rows, phi);
-        dphi_part.addmm_(rows.t(), x2d.narrow(0, first, last - first));
+        add_outer(dphi_part.data(), DP, X + first * D, last - first, D, K);  // dphi += dP^T x
       }
       std::lock_guard<std::mutex> guard(dphi_lock);
-      dphi.add_(dphi_part);
+      for (int64_t k = 0; k < K * D; ++k) DPHI[k] += dphi_part[k];
     });
   });
   return {dx, dtilde, dphi};
@@ -575,12 +760,17 @@ _LOCK = threading.Lock()
 
 
 def _flags():
-    """Compiler flags: OpenMP (at::parallel_for is OpenMP in torch's CPU builds), -O3, and AVX2/FMA code when the
-    CPU has it (the build's name carries the choice, so a cache shared between machines never mixes them)."""
+    """Compiler flags: OpenMP (at::parallel_for is OpenMP in torch's CPU builds), -O3, and vector code for the CPU
+    torch runs on: AVX2/FMA, or AVX-512 (F, BW, DQ, VL: what torch's AVX512 capability requires) with 512-bit vectors
+    where torch reports AVX512, so that the kernels use the same vector width as the model's own matmuls (the build's
+    name carries the capability, so a cache shared between machines never mixes them; `ATEN_CPU_CAPABILITY=avx2`
+    gives the AVX2 build on an AVX-512 CPU)."""
     flags = ["-O3", "-fopenmp", "-fno-math-errno", "-Wno-psabi"]
     capability = torch.backends.cpu.get_cpu_capability()
     if capability in ("AVX2", "AVX512"):
         flags += ["-mavx2", "-mfma"]
+    if capability == "AVX512":
+        flags += ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mprefer-vector-width=512"]
     return flags, capability.lower()
 
 
