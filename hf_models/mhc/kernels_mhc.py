@@ -17,9 +17,10 @@ this thin shape, K = 2n + n^2 outputs per token), and so is its backward (dL/dx 
 dL/dphi += dL/dP^T x per chunk of them, while their rows are in cache). The per-token loops run on vectors of channels
 with their sums in registers (expansion rates 2 to 4 are compiled for their n). Sinkhorn-Knopp runs on blocks of
 tokens, vectorised across the tokens, in its scaling form; its backward rebuilds the iterates and walks back through
-them. read_backward takes the tokens block by block through all of its steps and fetches the next block's rows from
-memory while it computes (software prefetch), as does the projection in read_forward. Vectors are whole registers:
-AVX-512 (16 floats) where torch reports that capability, AVX2 (8) otherwise.
+them. read_backward takes the tokens block by block through all of its steps, fetching the next block's rows from
+memory while it computes (software prefetch, as the projection in read_forward and the streaming write kernels do),
+and sums each vector of dL/dx in registers, storing it once past the caches. Vectors are whole registers: AVX-512
+(16 floats) where torch reports that capability, AVX2 (8) otherwise.
 
 Tokens are split over torch's intra-op threads (`at::parallel_for`). float32 and float64 (the latter for tests).
 Nothing here runs at import: `load()` builds or loads the extension when a model first asks for it (see its docstring
@@ -43,6 +44,9 @@ _SOURCE = r"""
 #include <limits>
 #include <mutex>
 #include <vector>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -65,6 +69,10 @@ constexpr int64_t kPass = 64;        // tokens per run in read_forward (their st
 // and 128 tokens (float32 sums of dL/dphi over longer runs of tokens lose precision)
 constexpr int64_t kChunkBytes = 256 * 1024;
 constexpr int64_t kMaxChunk = 128;
+constexpr int64_t kAheadBytes = 16 * 1024;  // how far ahead the streaming kernels fetch their input rows
+
+// tokens to fetch ahead in a loop that streams rows of `bytes` per token
+inline int64_t tokens_ahead(int64_t bytes) { return std::max<int64_t>(1, kAheadBytes / std::max<int64_t>(1, bytes)); }
 
 // the gate alpha of coefficient k of 2n + n^2: alpha_pre, alpha_post, then alpha_res
 inline int64_t gate_index(int64_t k, int64_t n) { return k < n ? 0 : (k < 2 * n ? 1 : 2); }
@@ -93,6 +101,29 @@ inline Vec<T> load(const T* p) {
 
 template <typename T>
 inline void store(T* p, const Vec<T>& v) { std::memcpy(p, &v, sizeof(v)); }
+
+// A store past the caches (no read of the line before it is written over, and no eviction of rows still to be read):
+// for an output written once that the next kernel reads from memory anyway. Aligned float vectors only, else `store`.
+template <typename T>
+inline void store_stream(T* p, const Vec<T>& v) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4) {
+    if ((reinterpret_cast<uintptr_t>(p) & 63) == 0) return _mm512_stream_ps(reinterpret_cast<float*>(p), (__m512)v);
+  }
+#elif defined(__AVX2__)
+  if constexpr (sizeof(T) == 4) {
+    if ((reinterpret_cast<uintptr_t>(p) & 31) == 0) return _mm256_stream_ps(reinterpret_cast<float*>(p), (__m256)v);
+  }
+#endif
+  store(p, v);
+}
+
+// orders the streamed stores before whatever follows (another thread reading them after the parallel region)
+inline void stream_fence() {
+#if defined(__AVX2__)
+  _mm_sfence();
+#endif
+}
 
 // the sum of a vector's lanes by halves (each step one shuffle and one add)
 template <typename T, int64_t N>
@@ -184,13 +215,6 @@ inline T dot(const T* a, const T* b, int64_t size) {
   T s = lane_sum<T>((acc[0] + acc[1]) + (acc[2] + acc[3]));
   for (; c < size; ++c) s += a[c] * b[c];
   return s;
-}
-
-// dst += a * src
-template <typename T>
-inline void add_scaled(T* dst, T a, const T* src, int64_t size) {
-#pragma omp simd
-  for (int64_t c = 0; c < size; ++c) dst[c] += a * src[c];
 }
 
 // out[r * nb + j] = <a_r, b_j> for a token's rows a_0..a_{na-1} and b_0..b_{nb-1} of length C (nb <= kMaxStreams + 1).
@@ -310,44 +334,73 @@ void project(const T* x, const T* phi, int64_t count, int64_t D, int64_t K, T* o
 // The backward of the projection, P = x phi^T, as two register-blocked loops (a BLAS call per chunk reached about
 // half the machine's peak on these thin shapes and reads the chunk's rows once more from memory).
 
-// y_t += sum_k w[t * K + k] phi_k for Q rows y_t (stride D) and K rows phi_k of length D, channels c..c + V kBlock:
-// Q V sums in registers while the rows of phi stream past.
+// dL/dx of a block of tokens, each vector of it summed in registers and stored once:
+//   dx_j = sum_i H_res[i, j] grad_i + H_pre[j] dL/dh + s x_j + sum_k dL/dP_k phi_k[jC, jC + C)
+// (the update's backward through H_res, the collapse's through H_pre, the RMS norm's (s), the projection's). Per token
+// q of the Q: rows grad (n C; null when x' got no gradient), gh (C), x (n C), and rt = H_res^T (n x n), pre (n),
+// scale (s), dp (K). Q tokens by V vectors of channels c.. of stream j: the rows of phi stream past once for Q tokens.
+template <typename T>
+struct DxRows {
+  T* dx;
+  const T* grad;
+  const T* gh;
+  const T* x;
+  const T* rt;
+  const T* pre;
+  T scale;
+  const T* dp;
+};
+
 template <typename T, int64_t Q, int64_t V>
-inline void add_projected_block(T* y, const T* w, const T* phi, int64_t D, int64_t K, int64_t c) {
+inline void dx_vectors(const DxRows<T>* rows, const T* phi, int64_t n, int64_t C, int64_t K, int64_t j, int64_t c) {
+  const int64_t D = n * C, at = j * C + c;
   Vec<T> acc[Q][V];
-  for (int64_t q = 0; q < Q; ++q)
-    for (int64_t v = 0; v < V; ++v) acc[q][v] = load(y + q * D + c + v * kBlock);
+  for (int64_t q = 0; q < Q; ++q) {
+    const DxRows<T>& r = rows[q];
+    for (int64_t v = 0; v < V; ++v) {
+      const int64_t offset = c + v * kBlock;
+      Vec<T> sum = r.scale * load(r.x + j * C + offset) + r.pre[j] * load(r.gh + offset);
+      if (r.grad)
+        for (int64_t i = 0; i < n; ++i) sum += r.rt[j * n + i] * load(r.grad + i * C + offset);
+      acc[q][v] = sum;
+    }
+  }
   for (int64_t k = 0; k < K; ++k) {
     Vec<T> p[V];
-    for (int64_t v = 0; v < V; ++v) p[v] = load(phi + k * D + c + v * kBlock);
+    for (int64_t v = 0; v < V; ++v) p[v] = load(phi + k * D + at + v * kBlock);
     for (int64_t q = 0; q < Q; ++q) {
-      const T s = w[q * K + k];
-      for (int64_t v = 0; v < V; ++v) acc[q][v] += s * p[v];
+      const T w = rows[q].dp[k];
+      for (int64_t v = 0; v < V; ++v) acc[q][v] += w * p[v];
     }
   }
   for (int64_t q = 0; q < Q; ++q)
-    for (int64_t v = 0; v < V; ++v) store(y + q * D + c + v * kBlock, acc[q][v]);
+    for (int64_t v = 0; v < V; ++v) store_stream(rows[q].dx + at + v * kBlock, acc[q][v]);
 }
 
 template <typename T, int64_t Q>
-void add_projected_rows(T* y, const T* w, const T* phi, int64_t D, int64_t K) {
-  int64_t c = 0;
-  for (; c + kWide * kBlock <= D; c += kWide * kBlock) add_projected_block<T, Q, kWide>(y, w, phi, D, K, c);
-  for (; c + kBlock <= D; c += kBlock) add_projected_block<T, Q, 1>(y, w, phi, D, K, c);
-  for (; c < D; ++c)
-    for (int64_t q = 0; q < Q; ++q) {
-      T sum = y[q * D + c];
-      for (int64_t k = 0; k < K; ++k) sum += w[q * K + k] * phi[k * D + c];
-      y[q * D + c] = sum;
-    }
+void dx_tokens(const DxRows<T>* rows, const T* phi, int64_t n, int64_t C, int64_t K) {
+  const int64_t D = n * C;
+  for (int64_t j = 0; j < n; ++j) {
+    int64_t c = 0;
+    for (; c + kWide * kBlock <= C; c += kWide * kBlock) dx_vectors<T, Q, kWide>(rows, phi, n, C, K, j, c);
+    for (; c + kBlock <= C; c += kBlock) dx_vectors<T, Q, 1>(rows, phi, n, C, K, j, c);
+    for (; c < C; ++c)
+      for (int64_t q = 0; q < Q; ++q) {
+        const DxRows<T>& r = rows[q];
+        T sum = r.scale * r.x[j * C + c] + r.pre[j] * r.gh[c];
+        if (r.grad)
+          for (int64_t i = 0; i < n; ++i) sum += r.rt[j * n + i] * r.grad[i * C + c];
+        for (int64_t k = 0; k < K; ++k) sum += r.dp[k] * phi[k * D + j * C + c];
+        r.dx[j * C + c] = sum;
+      }
+  }
 }
 
-// y_t += sum_k w[t * K + k] phi_k for `count` rows y_t: dL/dx += dL/dP phi
 template <typename T>
-void add_projected(T* y, const T* w, const T* phi, int64_t count, int64_t D, int64_t K) {
+void dx_block(const DxRows<T>* rows, int64_t count, const T* phi, int64_t n, int64_t C, int64_t K) {
   int64_t t = 0;
-  for (; t + 4 <= count; t += 4) add_projected_rows<T, 4>(y + t * D, w + t * K, phi, D, K);
-  for (; t < count; ++t) add_projected_rows<T, 1>(y + t * D, w + t * K, phi, D, K);
+  for (; t + 4 <= count; t += 4) dx_tokens<T, 4>(rows + t, phi, n, C, K);
+  for (; t < count; ++t) dx_tokens<T, 1>(rows + t, phi, n, C, K);
 }
 
 // g_k += sum_t w[t * K + k] x_t for R rows g_k .. (stride D), channels c..c + V kBlock, over `count` rows x_t:
@@ -576,8 +629,13 @@ Tensor write_forward(Tensor x, Tensor res, Tensor post, Tensor out) {
     const T* Po = post.data_ptr<T>();
     const T* O = out.data_ptr<T>();
     T* Y = y.data_ptr<T>();
+    const int64_t ahead = tokens_ahead(D * int64_t(sizeof(T)));
     at::parallel_for(0, M, grain(D), [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
+        if (t + ahead < end) {  // a streaming loop: the rows some 16 KB ahead are asked for now
+          prefetch(X + (t + ahead) * D, X + (t + ahead + 1) * D);
+          prefetch(O + (t + ahead) * C, O + (t + ahead + 1) * C);
+        }
         const T* xs = X + t * D;
         const T* o = O + t * C;
         const T* r = R + t * n * n;
@@ -601,8 +659,10 @@ Tensor write_backward(Tensor grad, Tensor post) {
     const T* Gr = grad.data_ptr<T>();
     const T* Po = post.data_ptr<T>();
     T* DO = dout.data_ptr<T>();
+    const int64_t ahead = tokens_ahead(D * int64_t(sizeof(T)));
     at::parallel_for(0, M, grain(D), [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
+        if (t + ahead < end) prefetch(Gr + (t + ahead) * D, Gr + (t + ahead + 1) * D);
         mix(DO + t * C, Po + t * n, Gr + t * D, 1, n, C);
       }
     });
@@ -615,9 +675,10 @@ Tensor write_backward(Tensor grad, Tensor post) {
 //   gpost (M, n), gres (M, n, n): gradients H_post and H_res received from elsewhere (zeros when only the update
 //   used them); x, phi, res, proj, tilde, inv_rms from read_forward; gate (3)
 // -> dx (M, n, C), dtilde = dL/dH~ (M, K), dphi (K, nC).
-// Per chunk of tokens: the coefficient gradients dL/dH_res[i, j] = <grad_i, x_j>, dL/dH_post[i] = <grad_i, F(h)>,
-// dL/dH_pre[i] = <dL/dh, x_i>; Sinkhorn's backward; then dx_j = sum_i H_res[i, j] grad_i + H_pre[j] dL/dh + the RMS
-// term, and the phi terms by BLAS while the chunk is in cache.
+// Per block of tokens: the coefficient gradients dL/dH_res[i, j] = <grad_i, x_j>, dL/dH_post[i] = <grad_i, F(h)>,
+// dL/dH_pre[i] = <dL/dh, x_i> (fetching the next block's rows meanwhile); Sinkhorn's backward; the sigmoids' and the
+// RMS norm's; then dx (`dx_block`: every term of it in registers, stored once). Per chunk of blocks, while its rows are
+// in cache: dL/dphi += dL/dP^T x.
 std::vector<Tensor> read_backward(Tensor grad, Tensor out, Tensor gh, Tensor gpost, Tensor gres, Tensor x, Tensor phi,
                                   Tensor res, Tensor proj, Tensor tilde, Tensor inv, Tensor gate, int64_t iterations) {
   check(x, "x", 3);
@@ -659,7 +720,9 @@ std::vector<Tensor> read_backward(Tensor grad, Tensor out, Tensor gh, Tensor gpo
     const int64_t fit = std::max<int64_t>(1, kChunkBytes / (D * int64_t(sizeof(T))) / kBlock) * kBlock;
     const int64_t chunk = std::min<int64_t>(fit, kMaxChunk);
     at::parallel_for(0, M, grain(D), [&](int64_t begin, int64_t end) {
-      std::vector<T> pre(n), sig(2 * n), products((n + 1) * (n + 1)), transposed(n * n), dphi_part(K * D, T(0));
+      std::vector<T> pre(n), sig(2 * n), products((n + 1) * (n + 1)), dphi_part(K * D, T(0));
+      std::vector<T> transposed(kBlock * n * n), pres(kBlock * n);  // per token of a block
+      std::vector<DxRows<T>> rows(kBlock);
       std::vector<T> dproj(chunk * K);  // dL/dP of the chunk's tokens
       std::vector<const T*> rows_a(n + 1), rows_b(n + 1);
       std::vector<Vec<T>> z(n * n), gz(n * n), e(n * n), de(n * n), scale(2 * n * (iterations + 1));
@@ -671,6 +734,15 @@ std::vector<Tensor> read_backward(Tensor grad, Tensor out, Tensor gh, Tensor gpo
         for (int64_t block = first; block < last; block += kBlock) {
           const int64_t stop = std::min(last, block + kBlock);
           for (int64_t t = block; t < stop; ++t) {  // gradients of H_pre, H_post, H_res (kept in dtilde's rows)
+            if (t + kBlock < end) {  // the next block's rows arrive while this one is computed
+              const int64_t ahead = t + kBlock;
+              prefetch(X + ahead * D, X + (ahead + 1) * D);
+              prefetch(GH + ahead * C, GH + (ahead + 1) * C);
+              if (has_grad) {
+                prefetch(Gr + ahead * D, Gr + (ahead + 1) * D);
+                prefetch(O + ahead * C, O + (ahead + 1) * C);
+              }
+            }
             const T* xs = X + t * D;
             T* dt = DT + t * K;
             // rows a = grad_0..grad_{n-1}, dL/dh; b = x_0..x_{n-1}, F(h): <grad_i, x_j> = dH_res[i, j],
@@ -701,15 +773,6 @@ std::vector<Tensor> read_backward(Tensor grad, Tensor out, Tensor gh, Tensor gpo
             scatter<T>(gz.data(), K, 2 * n, n * n, count, DT + block * K);
           }
           for (int64_t t = block; t < stop; ++t) {
-            if (t + kBlock < end) {  // the next block's rows arrive while this one is computed
-              const int64_t ahead = t + kBlock;
-              prefetch(X + ahead * D, X + (ahead + 1) * D);
-              prefetch(GH + ahead * C, GH + (ahead + 1) * C);
-              if (has_grad) {
-                prefetch(Gr + ahead * D, Gr + (ahead + 1) * D);
-                prefetch(O + ahead * C, O + (ahead + 1) * C);
-              }
-            }
             const T* xs = X + t * D;
             const T* ght = GH + t * C;
             const T* tl = Ti + t * K;
@@ -730,17 +793,19 @@ std::vector<Tensor> read_backward(Tensor grad, Tensor out, Tensor gh, Tensor gpo
               d_inv += dt[k] * P[t * K + k] * gk;
             }
             // inv_rms = (|x|^2 / D + eps)^(-1/2): d|x|^2 = -d_inv inv^3 / 2D, and d|x|^2 / dx = 2x
-            const T scale_x = -d_inv * inv_rms * inv_rms * inv_rms / T(D);
-            // dx_j = sum_i H_res[i, j] grad_i + H_pre[j] dL/dh + scale_x x_j: `mix` with w = H_res^T
+            const int64_t b = t - block;
+            T* rt = transposed.data() + b * n * n;  // H_res^T
             for (int64_t i = 0; i < n; ++i)
-              for (int64_t j = 0; j < n; ++j) transposed[j * n + i] = has_grad ? r[i * n + j] : T(0);
-            mix(DX + t * D, transposed.data(), has_grad ? Gr + t * D : xs, n, n, C, pre.data(), ght);
-            add_scaled(DX + t * D, scale_x, xs, D);
+              for (int64_t j = 0; j < n; ++j) rt[j * n + i] = r[i * n + j];
+            std::copy(pre.begin(), pre.end(), pres.begin() + b * n);
+            rows[b] = {DX + t * D, has_grad ? Gr + t * D : nullptr, ght, xs, rt, pres.data() + b * n,
+                       -d_inv * inv_rms * inv_rms * inv_rms / T(D), DP + (t - first) * K};
           }
-          add_projected(DX + block * D, DP + (block - first) * K, PH, stop - block, D, K);  // dx += dP phi
+          dx_block(rows.data(), stop - block, PH, n, C, K);
         }
         add_outer(dphi_part.data(), DP, X + first * D, last - first, D, K);  // dphi += dP^T x
       }
+      stream_fence();
       std::lock_guard<std::mutex> guard(dphi_lock);
       for (int64_t k = 0; k < K * D; ++k) DPHI[k] += dphi_part[k];
     });
