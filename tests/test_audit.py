@@ -8,8 +8,7 @@ import pytest
 from model_specs import SPECS
 
 from hf_models.cli import main
-from hf_models.hub import audit_folder
-from hf_models.hub.capabilities import scan_folder, scan_source
+from hf_models.hub import audit_folder, scan_folder, scan_source
 
 
 NGT = next(spec for spec in SPECS if spec.package == "ngt")
