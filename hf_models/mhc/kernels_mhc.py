@@ -331,8 +331,9 @@ void project(const T* x, const T* phi, int64_t count, int64_t D, int64_t K, T* o
   }
 }
 
-// The backward of the projection, P = x phi^T, as two register-blocked loops (a BLAS call per chunk reached about
-// half the machine's peak on these thin shapes and reads the chunk's rows once more from memory).
+// The backward of the projection, P = x phi^T, as two register-blocked loops: dL/dx += dL/dP phi is summed in
+// registers with the other terms of dL/dx (BLAS calls per chunk added it to dL/dx in memory, one more pass over the
+// chunk's rows), and dL/dphi += dL/dP^T x runs while the chunk's rows are in cache.
 
 // dL/dx of a block of tokens, each vector of it summed in registers and stored once:
 //   dx_j = sum_i H_res[i, j] grad_i + H_pre[j] dL/dh + s x_j + sum_k dL/dP_k phi_k[jC, jC + C)
