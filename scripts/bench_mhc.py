@@ -109,6 +109,8 @@ def bench_overhead(steps, batch, seq, rounds=6, variants=VARIANTS, width=None, p
 
 
 WIDTHS = (128, 256, 512)
+# settings that make this CPU pass for a lesser one (AVX2 on an AVX-512 CPU, no native bf16)
+LOWERED = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "HF_MODELS_CPU_BF16")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -242,6 +244,13 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"--sections: unknown {sorted(unknown)}")
     host = host_info()
+    lowered = {key: os.environ[key] for key in LOWERED if key in os.environ}
+    if lowered:  # another kind of CPU approximated on this one
+        host["note"] = (
+            "Run with " + ", ".join(f"{k}={v}" for k, v in lowered.items()) + ": torch's capability, MKL, oneDNN "
+            "and the kernels' build lowered on a CPU that can do more, an approximation of such a machine (the same "
+            "caches and memory)."
+        )
     precisions = [
         p.strip() for p in (args.precisions or ("fp32,bf16" if host["cpu_native_bf16"] else "fp32")).split(",")
     ]
