@@ -183,26 +183,34 @@ def train(model_args, data_args, training_args, resume=False, callbacks=None):
         callbacks.append(
             SampleCallback(tokenizer, training_args.sample_prompt, training_args.sample_max_new_tokens, output_dir)
         )
-    with _removed_if_failed(output_dir, fresh=not resume, main_process=training_args.process_index == 0):
-        _start_run(output_dir, tokenizer, model_args, data_args, training_args)
-        trainer = Trainer(
-            model=model,
-            args=training_args,
-            train_dataset=train_blocks,
-            eval_dataset=eval_blocks if training_args.eval_strategy != "no" else None,
-            processing_class=tokenizer,
-            callbacks=callbacks,
-        )
-        trainer.train(resume_from_checkpoint=last_checkpoint)
-    trainer.save_model(str(output_dir))
-    trainer.save_state()
-    _without_autocast(trainer)
+    trainer = _run_trainer(
+        output_dir, tokenizer, (model_args, data_args, training_args), resume, last_checkpoint,
+        model=model,
+        train_dataset=train_blocks,
+        eval_dataset=eval_blocks if training_args.eval_strategy != "no" else None,
+        callbacks=callbacks,
+    )  # fmt: skip
     if not trainer.is_world_process_zero():
         return None
     results = evaluate_lm(
         trainer.model, tokenizer, all_eval_blocks, batch_size=training_args.per_device_eval_batch_size
     )
     return _finish_run(output_dir, trainer, training_args, results)
+
+
+def _run_trainer(output_dir, preprocessor, arguments, resume, last_checkpoint, **trainer_kwargs):
+    """Start the run folder, train with `Trainer(**trainer_kwargs)` (a fresh run that fails before its first complete
+    checkpoint removes what it wrote), save the final model and state; returns the trainer, ready for the final
+    evaluation in float32."""
+    model_args, data_args, training_args = arguments
+    with _removed_if_failed(output_dir, fresh=not resume, main_process=training_args.process_index == 0):
+        _start_run(output_dir, preprocessor, model_args, data_args, training_args)
+        trainer = Trainer(args=training_args, processing_class=preprocessor, **trainer_kwargs)
+        trainer.train(resume_from_checkpoint=last_checkpoint)
+    trainer.save_model(str(output_dir))
+    trainer.save_state()
+    _without_autocast(trainer)
+    return trainer
 
 
 def _without_autocast(trainer):
@@ -354,21 +362,14 @@ def _train_image_classifier(model_args, data_args, training_args, resume, last_c
     train_split = splits["train"].with_transform(image_transform(processor, data_args.random_shift))
     eval_split = evaluated.with_transform(image_transform(processor))
     training_args.remove_unused_columns = False  # the transform needs the raw image/label columns
-    with _removed_if_failed(output_dir, fresh=not resume, main_process=training_args.process_index == 0):
-        _start_run(output_dir, processor, model_args, data_args, training_args)
-        trainer = Trainer(
-            model=model,
-            args=training_args,
-            train_dataset=train_split,
-            eval_dataset=eval_split,
-            processing_class=processor,
-            compute_metrics=accuracy_metrics(),
-            callbacks=callbacks,
-        )
-        trainer.train(resume_from_checkpoint=last_checkpoint)
-    trainer.save_model(str(output_dir))
-    trainer.save_state()
-    _without_autocast(trainer)
+    trainer = _run_trainer(
+        output_dir, processor, (model_args, data_args, training_args), resume, last_checkpoint,
+        model=model,
+        train_dataset=train_split,
+        eval_dataset=eval_split,
+        compute_metrics=accuracy_metrics(),
+        callbacks=callbacks,
+    )  # fmt: skip
     results = trainer.evaluate(eval_split)
     if not trainer.is_world_process_zero():
         return None
@@ -441,7 +442,12 @@ def evaluate_lm(model, tokenizer, blocks, batch_size=16):
     }
 
 
-def evaluate_folder(
+def evaluate_folder(folder, **options):
+    """The results of `evaluate_and_record` (which says where they were written)."""
+    return evaluate_and_record(folder, **options)[0]
+
+
+def evaluate_and_record(
     folder,
     corpus=None,
     block_size=None,
@@ -459,24 +465,7 @@ def evaluate_folder(
     (recognised by their config's architecture): `image_dataset` (an MNIST folder or Hub dataset id), `eval_split`
     and `max_eval_samples` default to the run's own; an exported folder has no run to default to, so it needs
     `image_dataset`. `run_dir` is where train_config.yaml lies when `folder` is one of the run's checkpoints.
-    Returns the results; `evaluate_and_record` says where they were written."""
-    return evaluate_and_record(folder, corpus, block_size, batch_size, run_dir, write, image_dataset, eval_split,
-                               max_eval_samples, output)[0]  # fmt: skip
-
-
-def evaluate_and_record(
-    folder,
-    corpus=None,
-    block_size=None,
-    batch_size=16,
-    run_dir=None,
-    write=True,
-    image_dataset=None,
-    eval_split=None,
-    max_eval_samples=None,
-    output=None,
-):
-    """`evaluate_folder`, returning (results, the file they were written to or None).
+    Returns (results, the file they were written to or None).
 
     `output` (a JSON file) receives the results when given. Otherwise, with `write`, they go to
     `folder/eval_results.json` only when `folder` is a run evaluated on its own data (updating what training
