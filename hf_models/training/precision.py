@@ -29,17 +29,23 @@ CPU_BF16_ENV = "HF_MODELS_CPU_BF16"
 _NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 
 
-def _cpuinfo_flags(path="/proc/cpuinfo"):
-    """The CPU flags listed in /proc/cpuinfo (Linux); an empty set where the file does not exist (macOS, Windows)
-    or cannot be read."""
+def _cpuinfo_fields(path="/proc/cpuinfo"):
+    """The first CPU's fields in /proc/cpuinfo (Linux) as {name: value}; empty where the file does not exist (macOS,
+    Windows) or cannot be read."""
     try:
         text = Path(path).read_text()
     except OSError:
-        return set()
+        return {}
+    fields = {}
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def _cpuinfo_flags(path="/proc/cpuinfo"):
+    """The CPU flags listed in /proc/cpuinfo; an empty set where there is none."""
+    return set(_cpuinfo_fields(path).get("flags", "").split())
 
 
 def _torch_reports_native_bf16():
@@ -138,14 +144,7 @@ def processor_name():
     show only "AMD EPYC"), else `platform.processor()`."""
     import platform
 
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        text = ""
-    fields = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
+    fields = _cpuinfo_fields()
     if "model name" in fields:
         numbers = [f"{key} {fields[key]}" for key in ("cpu family", "model") if key in fields]
         return fields["model name"] + (f" ({', '.join(numbers)})" if numbers else "")
