@@ -19,8 +19,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import yaml
-
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -74,9 +72,8 @@ def main(argv=None):
     overrides = ["--output_dir", str(run_dir), "--corpus", args.corpus, "--report_to", "none",
                   "--max_steps", str(args.max_steps), "--warmup_steps", str(max(1, args.max_steps // 20)),
                   "--eval_steps", str(max(1, args.max_steps // 4)), "--save_steps", str(max(1, args.max_steps // 4))]  # fmt: skip
-    if args.set:  # on top of the config's own overrides
-        config_overrides = yaml.safe_load((ROOT / CONFIG).read_text())["model"].get("overrides", {})
-        overrides += ["--model_overrides", json.dumps({**config_overrides, **model_overrides(args.set)})]
+    if args.set:  # merged on top of the config's own overrides
+        overrides += ["--model_overrides", json.dumps(model_overrides(args.set))]
     try:
         model_args, data_args, training_args = parse_train_args(CONFIG, overrides)
         print(f"[1/4] training NGT ({CONFIG}) on {data_args.corpus} for {training_args.max_steps} steps", flush=True)

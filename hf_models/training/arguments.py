@@ -155,13 +155,90 @@ def _precision_flags(training_args):
     return [] if precision == "no" else [f"--{precision}", "true"]
 
 
+def _split_cli_args(cli_args):
+    """`cli_args` as (options for the three sections, `--model_overrides` values, model config fields): an option whose
+    name is not a field of the model/data/training sections is taken as a field of the model config, `--name VALUE`
+    or `--name=VALUE`, its value read as YAML (`soft`, `0.1`, `true`, `[1, 2]`)."""
+    known = {f.name for section in SECTIONS.values() for f in fields(section)}
+    passed, json_overrides, fields_given = [], [], {}
+    args, i = list(cli_args), 0
+    while i < len(args):
+        arg = args[i]
+        name, has_value, value = arg[2:].partition("=") if arg.startswith("--") else (None, "", None)
+        if name is None or name in known and name != "model_overrides":
+            passed.append(arg)
+            i += 1
+            continue
+        if not has_value:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise ValueError(f"--{name} needs a value (--{name} VALUE)")
+            value, i = args[i + 1], i + 1
+        i += 1
+        if name == "model_overrides":
+            json_overrides.append(value)
+            continue
+        try:
+            fields_given[name] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            fields_given[name] = value
+    return passed, json_overrides, fields_given
+
+
+def _json_overrides(text, origin):
+    try:
+        overrides = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{origin} must be a JSON object: {error}") from None
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{origin} must be a JSON object (a mapping of config fields); got {overrides!r}")
+    return overrides
+
+
+def _config_fields(model_config):
+    """The field names of the model config file `model_config` (its class's defaults and the file's own keys)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(resolve_path(model_config)))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"model.config={str(model_config)!r} cannot be read: {error}") from None
+    return type(config).__name__, set(config.to_dict()) | set(vars(config))
+
+
 def parse_train_args(config_path, cli_args=()):
-    """Parse the YAML file at `config_path`, then `cli_args` (which win). Returns the three dataclasses."""
+    """Parse the YAML file at `config_path`, then `cli_args` (which win). Returns the three dataclasses.
+
+    A command-line `--<field> VALUE` that is not a field of the three sections sets that field of the model config,
+    on top of the YAML's `model.overrides` (so does `--model_overrides '{json}'`, merged the same way); a name that
+    is a field of neither is refused."""
     config_path = resolve_path(config_path)
     if not Path(config_path).is_file():
         raise ValueError(f"train config not found: {config_path}")
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainArguments))
-    argv = _to_argv(_flatten(config_path)) + list(cli_args)
+    flat = _flatten(config_path)
+    cli_args, json_overrides, field_overrides = _split_cli_args(cli_args)
+    overrides = _json_overrides(flat.get("model_overrides", "{}"), f"{config_path}: model.overrides")
+    for text in json_overrides:
+        overrides.update(_json_overrides(text, "--model_overrides"))
+    if field_overrides:
+        model_config = flat.get("model_config")
+        for i, arg in enumerate(cli_args):  # a --model_config on the command line names the file the fields belong to
+            if arg == "--model_config" and i + 1 < len(cli_args):
+                model_config = cli_args[i + 1]
+            elif arg.startswith("--model_config="):
+                model_config = arg.partition("=")[2]
+        if model_config is None:
+            raise ValueError(f"--{next(iter(field_overrides))}: the run has no model.config to set it on")
+        config_name, config_fields = _config_fields(model_config)
+        unknown = sorted(set(field_overrides) - config_fields)
+        if unknown:
+            raise ValueError(
+                f"unknown field(s) {', '.join('--' + name for name in unknown)}: not a field of the model, data or "
+                f"training sections, nor of {config_name} ({model_config})"
+            )
+        overrides.update(field_overrides)
+    flat["model_overrides"] = json.dumps(overrides)
+    argv = _to_argv(flat) + list(cli_args)
     if training_device() == "cpu":
         # No accelerator: the run is on the CPU whatever the file says. TrainingArguments refuses bf16 on a CPU unless
         # told so, and a multi-process run (torchrun / accelerate launch) then takes gloo.
@@ -176,12 +253,6 @@ def parse_train_args(config_path, cli_args=()):
     if precision:
         argv += precision
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
-    try:
-        overrides = json.loads(model_args.model_overrides)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"model overrides must be a JSON object: {error}") from None
-    if not isinstance(overrides, dict):
-        raise ValueError(f"model overrides must be a mapping; got {overrides!r}")
     for name in ("corpus", "validation_file", "dataset", "dataset_config", "tiktoken_file", "image_dataset"):
         if getattr(data_args, name) == "":  # `--corpus ""` unsets a path the YAML file gave
             setattr(data_args, name, None)
