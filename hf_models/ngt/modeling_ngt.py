@@ -70,7 +70,7 @@ class NgtGravityAttention(nn.Module):
         radius_cutoff="hard",
         initial_radius=4.0,
         cutoff_sharpness=10.0,
-        attention_dropout=0.0,
+        attention_dropout=0.1,
         implementation="chunked",
         chunk_size=128,
         recompute=True,

@@ -2,6 +2,7 @@
 hf_models (remote code through `trust_remote_code=True`)."""
 
 import importlib
+import re
 from pathlib import Path
 
 import torch
@@ -36,6 +37,10 @@ def test_save_pretrained_ships_exactly_the_package_files(spec, tmp_path):
         assert (tmp_path / name).read_bytes() == (folder / name).read_bytes(), name
     problems = audit_folder(tmp_path, spec.all_auto_classes)
     assert not problems, "\n".join(problems)
+    # the list a reader sees in the architecture's __init__.py is this one
+    package_doc = importlib.import_module(f"hf_models.{spec.package}").__doc__
+    listed = re.findall(r"\b\w+\.py\b", package_doc.partition("the shipped files are")[2].partition("(")[0])
+    assert sorted(listed) == expected, f"hf_models/{spec.package}/__init__.py lists {listed}; shipped: {expected}"
 
 
 def test_audit_catches_bad_imports():

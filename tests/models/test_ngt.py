@@ -267,7 +267,7 @@ def test_kernel_preference_and_self_score(kernel):
 def test_mass_in_value_scales_values_and_has_no_beta():
     assert _model(mass_in_value=False).model.layers[0].attn.beta is not None
     torch.manual_seed(0)
-    attn = NgtGravityAttention(16, 6, 2, 3, mass_in_value=True, radius_cutoff="soft", implementation="naive")
+    attn = NgtGravityAttention(16, 6, 2, 3, mass_in_value=True, radius_cutoff="soft", implementation="naive").eval()
     assert attn.beta is None and "beta" not in dict(attn.named_parameters())
     hidden, coords, masses = torch.randn(2, 7, 16), torch.randn(2, 7, 6), F.softplus(torch.randn(2, 7))
     with torch.no_grad():
