@@ -34,7 +34,7 @@ except ImportError:  # Windows: the partial folder's creation alone keeps a seco
 logger = logging.get_logger(__name__)
 
 CARDS = Path(__file__).resolve().parents[2] / "model_cards"
-PROMPT = "ROMEO:\n"
+DEFAULT_PROMPT = "\n"  # a run without its own sample_prompt
 # An export is written into `<out_dir>.partial` (holding this marker file) and renamed to `out_dir` when complete:
 # a folder with the suffix or the marker is an unfinished export.
 
@@ -113,8 +113,9 @@ def _staging_folder(out_dir, run_dir):
             os.close(handle)
 
 
-def training_curve(log_history, path):
-    """PNG of the training loss (and eval loss where logged) against the step."""
+def training_curve(log_history, path, loss_label="loss (nats/token)"):
+    """PNG of the training loss (and eval loss where logged) against the step, labelled `loss_label`; evaluated
+    accuracy (an image classifier's `eval_accuracy`) on a second axis where the run logged it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,19 +123,30 @@ def training_curve(log_history, path):
 
     train = [(log["step"], log["loss"]) for log in log_history if "loss" in log]
     evals = [(log["step"], log["eval_loss"]) for log in log_history if "eval_loss" in log]
+    accuracy = [(log["step"], log["eval_accuracy"]) for log in log_history if "eval_accuracy" in log]
     figure, axis = plt.subplots(figsize=(6, 3.5), dpi=120)
     if train:
         axis.plot([step for step, _ in train], [loss for _, loss in train], label="train loss")
     if evals:
         axis.plot([step for step, _ in evals], [loss for _, loss in evals], marker="o", label="validation loss")
     axis.set_xlabel("step")
-    axis.set_ylabel("loss (nats/token)")
+    axis.set_ylabel(loss_label)
     axis.grid(alpha=0.3)
-    if train or evals:
-        axis.legend()
+    handles, labels = axis.get_legend_handles_labels()
+    if accuracy:
+        right = axis.twinx()
+        right.plot([step for step, _ in accuracy], [value for _, value in accuracy], marker="s", color="tab:green",
+                   label="validation accuracy")  # fmt: skip
+        right.set_ylabel("accuracy")
+        right.set_ylim(0, 1)
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    if handles:
+        axis.legend(handles, labels, loc="center right")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+    return labels
 
 
 def _card_facts(model_type):
@@ -149,7 +161,7 @@ def _is_image_model(config):
     return getattr(config, "modality", "text") == "image"
 
 
-def _text_card_fields(model, tokenizer, data, results):
+def _text_card_fields(model, tokenizer, data, results, prompt):
     dataset_name = Path(data["corpus"]).stem if data.get("corpus") else data.get("dataset", "unknown")
     held_out = (
         f"the held-out file {Path(data['validation_file']).name}"
@@ -171,10 +183,10 @@ def _text_card_fields(model, tokenizer, data, results):
         "data_description": f"{dataset_name} ({data.get('tokenizer')} tokens, validation = {held_out})",
         "preprocessing_description": f"Tokenizer: {data.get('tokenizer')}, {len(tokenizer)} entries",
         "batch_unit": f"x {data.get('block_size')} tokens",
-        "prompt_literal": json.dumps(PROMPT)[1:-1],
+        "prompt_literal": json.dumps(prompt)[1:-1],
         # the snippets must run as written: prompt + new tokens stay within the model's positions
         "sample_tokens": min(
-            60, getattr(model.config, "max_position_embeddings", 10**9) - len(tokenizer(PROMPT)["input_ids"])
+            60, getattr(model.config, "max_position_embeddings", 10**9) - len(tokenizer(prompt)["input_ids"])
         ),
     }
 
@@ -222,7 +234,9 @@ def build_card(model, preprocessor, run_config, results, repo_id, license="apach
         fields = _image_card_fields(model, preprocessor, data, results)
         datasets = [fields["hub_dataset"]] if fields["hub_dataset"] else None
     else:
-        fields = _text_card_fields(model, preprocessor, data, results)
+        # the usage snippets start from the prompt the run sampled from (its corpus's kind of text)
+        prompt = training.get("sample_prompt") or DEFAULT_PROMPT
+        fields = _text_card_fields(model, preprocessor, data, results, prompt)
         datasets = [data["dataset"]] if data.get("dataset") else None
     eval_results = [
         EvalResult(task_type=fields["task"], dataset_type=fields["dataset_type"], dataset_name=fields["dataset_name"],
@@ -343,7 +357,8 @@ def _write_export(staging, out_dir, run_dir, source, model, preprocessor, image,
     model.save_pretrained(staging)
     preprocessor.save_pretrained(staging)
     (staging / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
-    training_curve(log_history, staging / "training_curve.png")
+    training_curve(log_history, staging / "training_curve.png",
+                   loss_label="cross-entropy loss" if image else "loss (nats/token)")  # fmt: skip
     card_repo = repo_id or str(out_dir.resolve())
     sample = None if image or source != run_dir else last_sample(run_dir)  # a checkpoint's sample is not known
     build_card(model, preprocessor, run_config, results, card_repo, sample=sample).save(staging / "README.md")

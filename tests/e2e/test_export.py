@@ -22,7 +22,8 @@ TINY = "configs/train/ngt_tinyshakespeare_tiny.yaml"
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("run")
-    assert main(["train", TINY, "--output_dir", str(folder), "--max_steps", "10", "--save_steps", "5"]) == 0
+    cli = ["--output_dir", str(folder), "--max_steps", "10", "--save_steps", "5", "--sample_prompt", "JULIET:\n"]
+    assert main(["train", TINY, *cli]) == 0
     return folder
 
 
@@ -69,7 +70,8 @@ def test_card_snippets_run_without_hf_models(run_dir, tmp_path):
         proc = subprocess.run([sys.executable, "-I", str(script)], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=300)  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert "ROMEO:" in proc.stdout
+        assert "JULIET:" in proc.stdout  # the snippets start from the run's own sample prompt
+        assert "JULIET:\\n" in snippet and "ROMEO" not in snippet
 
 
 def test_export_refuses_a_used_folder_and_exports_a_checkpoint(run_dir, tmp_path, capsys):
@@ -144,3 +146,13 @@ def test_coordinates_projection(run_dir):
     assert torch.allclose(points.mean(0), torch.zeros(3), atol=1e-4)  # centred
     with pytest.raises(ValueError, match="at least 4"):
         ngt_coordinates(model, tokenizer, "RO")
+
+
+def test_training_curve_labels_the_loss_and_shows_logged_accuracy(tmp_path):
+    from hf_models.hub.export import training_curve
+
+    history = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.8, "eval_loss": 1.5, "eval_accuracy": 0.5}]
+    labels = training_curve(history, tmp_path / "image.png", loss_label="cross-entropy loss")
+    assert labels == ["train loss", "validation loss", "validation accuracy"]
+    assert training_curve(history[:1], tmp_path / "text.png") == ["train loss"]
+    assert (tmp_path / "image.png").read_bytes()[:4] == b"\x89PNG"
