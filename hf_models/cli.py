@@ -81,18 +81,30 @@ def _train(args):
     return 0
 
 
+def _task_options():
+    """Every task's `hf-models evaluate` options: name -> (help, type), from the task registry."""
+    import dataclasses
+
+    from .tasks import TASKS
+
+    options = {}
+    for task in TASKS.values():
+        types = {item.name: item.type for item in dataclasses.fields(task.data_arguments)}
+        for name, help_text in task.evaluate_options.items():
+            options[name] = (help_text, int if types.get(name) in (int, int | None) else str)
+    return options
+
+
+def _add_task_options(command):
+    for name, (help_text, kind) in _task_options().items():
+        command.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=help_text)
+
+
 def _evaluate(args):
     from .training.run import EVAL_RESULTS_NAME, evaluate_and_record
 
-    results, written = evaluate_and_record(
-        args.folder,
-        corpus=args.corpus,
-        block_size=args.block_size,
-        image_dataset=args.image_dataset,
-        eval_split=args.eval_split,
-        max_eval_samples=args.max_eval_samples,
-        output=args.output,
-    )
+    options = {name: getattr(args, name) for name in _task_options()}
+    results, written = evaluate_and_record(args.folder, output=args.output, **options)
     print(json.dumps(results, indent=2))
     if written is not None:
         print(f"hf-models evaluate: results written to {written}", file=sys.stderr)
@@ -139,20 +151,7 @@ def build_parser():
     train.set_defaults(func=_train)
     evaluate = commands.add_parser("evaluate", help="evaluate a run or model folder on held-out text or images")
     evaluate.add_argument("folder", type=Path)
-    evaluate.add_argument("--corpus", help="held-out text file (default: the run's own validation split)")
-    evaluate.add_argument("--block-size", type=int, default=None)
-    evaluate.add_argument(
-        "--image-dataset",
-        help="image classifiers: an MNIST folder of IDX files or a Hub dataset id (default: the run's)",
-    )
-    evaluate.add_argument(
-        "--eval-split", help="image classifiers: the split to evaluate (default: the run's, or test)"
-    )
-    evaluate.add_argument(
-        "--max-eval-samples",
-        type=int,
-        help="image classifiers: the first N examples only (default: the run's, or all)",
-    )
+    _add_task_options(evaluate)
     evaluate.add_argument(
         "--output",
         type=Path,

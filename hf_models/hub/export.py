@@ -8,21 +8,15 @@ import socket
 import time
 from pathlib import Path
 
+import transformers
 import yaml
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModelForCausalLM,
-    AutoModelForImageClassification,
-    AutoTokenizer,
-    GenerationConfig,
-)
 from transformers.utils import logging
 
-from ..training.arguments import load_yaml, resolve_path
+from ..tasks import task_of_folder
+from ..training.arguments import load_yaml
 from ..training.checkpoints import newest_complete_checkpoint
-from ..training.run import check_model_folder, evaluate_folder, last_sample
+from ..training.run import check_model_folder, evaluate_folder
 from .remote_code import IN_PROGRESS_NAME, PARTIAL_SUFFIX, audit_folder
 
 
@@ -34,7 +28,6 @@ except ImportError:  # Windows: the partial folder's creation alone keeps a seco
 logger = logging.get_logger(__name__)
 
 CARDS = Path(__file__).resolve().parents[2] / "model_cards"
-DEFAULT_PROMPT = "\n"  # a run without its own sample_prompt
 # An export is written into `<out_dir>.partial` (holding this marker file) and renamed to `out_dir` when complete:
 # a folder with the suffix or the marker is an unfinished export.
 
@@ -157,98 +150,34 @@ def _card_facts(model_type):
     return name, yaml.safe_load(path.read_text())
 
 
-def _is_image_model(config):
-    return getattr(config, "modality", "text") == "image"
-
-
-def _text_card_fields(model, tokenizer, data, results, prompt):
-    dataset_name = Path(data["corpus"]).stem if data.get("corpus") else data.get("dataset", "unknown")
-    held_out = (
-        f"the held-out file {Path(data['validation_file']).name}"
-        if data.get("validation_file")
-        else f"the last {data.get('val_fraction')} of the text"
-        if data.get("corpus")
-        else "its validation split"
-    )
-    return {
-        "task": "text-generation",
-        "dataset_name": dataset_name,
-        "dataset_type": data.get("dataset") or dataset_name,
-        "split": "validation",
-        "metrics": [
-            ("loss", "Validation loss (nats/token)", results["eval_loss"]),
-            ("perplexity", "Perplexity", results["perplexity"]),
-            ("bits_per_character", "Bits per character", results["bits_per_character"]),
-        ],  # fmt: skip
-        "data_description": f"{dataset_name} ({data.get('tokenizer')} tokens, validation = {held_out})",
-        "preprocessing_description": f"Tokenizer: {data.get('tokenizer')}, {len(tokenizer)} entries",
-        "batch_unit": f"x {data.get('block_size')} tokens",
-        "prompt_literal": json.dumps(prompt)[1:-1],
-        # the snippets must run as written: prompt + new tokens stay within the model's positions
-        "sample_tokens": min(
-            60, getattr(model.config, "max_position_embeddings", 10**9) - len(tokenizer(prompt)["input_ids"])
-        ),
-    }
-
-
-def _image_card_fields(model, processor, data, results):
-    source = str(data.get("image_dataset", "unknown"))
-    local = source.startswith((".", "/")) or resolve_path(source).exists()  # else a Hub dataset id
-    dataset_name = Path(source).name if local else source
-    config = model.config
-    return {
-        "task": "image-classification",
-        "dataset_name": dataset_name,
-        "dataset_type": dataset_name if local else source,
-        "hub_dataset": None if local else source,
-        "split": results.get("eval_split", "test"),
-        "metrics": [
-            ("accuracy", "Accuracy", results["eval_accuracy"]),
-            # plain, also when training smoothed the labels (eval_loss is then the smoothed loss)
-            ("loss", "Cross-entropy loss", results.get("eval_cross_entropy", results["eval_loss"])),
-        ],  # fmt: skip
-        "data_description": f"{dataset_name} ({results.get('eval_examples', '?')} {results.get('eval_split', 'test')} "
-        f"images evaluated, {config.num_labels} classes)",
-        "preprocessing_description": f"Image processor: `{type(processor).__name__.removesuffix('Pil')}` (resize to "
-        f"{config.image_size}x{config.image_size}, scale to [0, 1], normalise with mean {processor.image_mean} and "
-        f"std {processor.image_std}; {config.num_channels} channel(s))",
-        "batch_unit": "images",
-        "image_mode": "L" if config.num_channels == 1 else "RGB",
-        "image_size": config.image_size,
-    }
-
-
 def _number(value):
     """A recipe number as written in a config: 300.0 -> 300 (TrainingArguments keeps warmup_steps as a float)."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def build_card(model, preprocessor, run_config, results, repo_id, license="apache-2.0", sample=None):
-    """The model card: metadata (incl. a model-index with the measured results) and the body from the template.
-    `preprocessor` is the tokenizer of a text model or the image processor of an image model; `sample` is the
-    run's last generated sample ({step, prompt, text} from samples.jsonl), shown under the results."""
+def build_card(model, preprocessor, run_config, results, repo_id, license="apache-2.0", sample=None, task=None):
+    """The model card: metadata (incl. a model-index with the measured results) and the body from the template; the
+    task (`task`, else read from the model's config) gives its data, metrics and usage snippets. `preprocessor` is
+    the model's tokenizer or processor; `sample` is the run's last generated sample ({step, prompt, text}), shown under
+    the results."""
+    from ..tasks import task_for_config
+
+    task = task or task_for_config(model.config)
     name, facts = _card_facts(model.config.model_type)
     data = run_config.get("data", {})
     training = run_config.get("training", {})
-    if _is_image_model(model.config):
-        fields = _image_card_fields(model, preprocessor, data, results)
-        datasets = [fields["hub_dataset"]] if fields["hub_dataset"] else None
-    else:
-        # the usage snippets start from the prompt the run sampled from (its corpus's kind of text)
-        prompt = training.get("sample_prompt") or DEFAULT_PROMPT
-        fields = _text_card_fields(model, preprocessor, data, results, prompt)
-        datasets = [data["dataset"]] if data.get("dataset") else None
+    fields = task.card_fields(model, preprocessor, data, training, results)
     eval_results = [
-        EvalResult(task_type=fields["task"], dataset_type=fields["dataset_type"], dataset_name=fields["dataset_name"],
+        EvalResult(task_type=task.pipeline_tag, dataset_type=fields["dataset_type"], dataset_name=fields["dataset_name"],
                    dataset_split=fields["split"], metric_type=metric, metric_name=label, metric_value=round(value, 4))
         for metric, label, value in fields["metrics"]
     ]  # fmt: skip
     card_data = ModelCardData(
         library_name="transformers",
-        pipeline_tag=fields["task"],
+        pipeline_tag=task.pipeline_tag,
         license=license,
         tags=sorted(set(facts.get("tags", [])) | {"custom_code", name}),
-        datasets=datasets,
+        datasets=[fields["hub_dataset"]] if fields.get("hub_dataset") else None,
         model_name=Path(repo_id).name,
         eval_results=eval_results,
     )
@@ -269,12 +198,8 @@ def build_card(model, preprocessor, run_config, results, repo_id, license="apach
     )
     if training.get("label_smoothing_factor"):
         recipe += f", label smoothing {_number(training['label_smoothing_factor'])}"
-    mask_ratio = getattr(model.config, "mask_ratio", 0.0) or 0.0
-    if mask_ratio > 0:  # image models that drop patches in training (mHC's `mask_ratio`)
-        recipe += f"; {_number(mask_ratio)} of each training image's patches dropped at random"
-    if data.get("random_shift"):
-        shift = data["random_shift"]
-        recipe += f"; each training image moved by a random offset of up to {shift} pixel{'s' * (shift != 1)} per axis"
+    for note in task.recipe_notes(model, data):
+        recipe += f"; {note}"
     return ModelCard.from_template(
         card_data,
         template_path=str(CARDS / "template.md"),
@@ -295,7 +220,9 @@ def build_card(model, preprocessor, run_config, results, repo_id, license="apach
         citation=facts.get("citation", ""),
         sample=sample,
         sample_prompt_literal=json.dumps(sample["prompt"])[1:-1] if sample else "",
-        **{k: v for k, v in fields.items() if k not in ("metrics", "hub_dataset")},
+        **{k: v for k, v in fields.items() if k not in ("metrics", "hub_dataset", "usage")},
+        task=task.name,
+        usage=fields["usage"].replace("{repo_id}", repo_id),
     )
 
 
@@ -315,14 +242,9 @@ def export(run_dir, out_dir, repo_id=None):
     run_config = load_yaml(run_config_path)
     if not isinstance(run_config, dict):
         raise ValueError(f"{run_config_path} does not hold a run configuration (a mapping with model/data/training)")
-    image = _is_image_model(AutoConfig.from_pretrained(source))
-    model = (AutoModelForImageClassification if image else AutoModelForCausalLM).from_pretrained(source)
-    if image:
-        preprocessor = AutoImageProcessor.from_pretrained(
-            source if (source / "preprocessor_config.json").exists() else run_dir
-        )
-    else:
-        preprocessor = AutoTokenizer.from_pretrained(source if (source / "tokenizer.json").exists() else run_dir)
+    task = task_of_folder(source)
+    model = getattr(transformers, task.auto_class).from_pretrained(source)
+    preprocessor = task.load_preprocessor(source, run_dir)
     results_path = run_dir / "eval_results.json"
     if source != run_dir or not results_path.exists():
         # a checkpoint: measure it now (the run's files stay as they are)
@@ -335,7 +257,7 @@ def export(run_dir, out_dir, repo_id=None):
     with _staging_folder(out_dir, run_dir) as staging:
         if out_dir.exists() and any(out_dir.iterdir()):  # filled while this export prepared
             raise ValueError(f"export folder {out_dir} is not empty; choose a new folder (nothing is overwritten)")
-        _write_export(staging, out_dir, run_dir, source, model, preprocessor, image, run_config, results, log_history,
+        _write_export(staging, out_dir, run_dir, source, model, preprocessor, task, run_config, results, log_history,
                       repo_id)  # fmt: skip
         try:
             os.rename(staging, out_dir)  # atomic: the folder appears complete or not at all (replaces an empty one)
@@ -344,28 +266,19 @@ def export(run_dir, out_dir, repo_id=None):
     return out_dir
 
 
-def _write_export(staging, out_dir, run_dir, source, model, preprocessor, image, run_config, results, log_history,
+def _write_export(staging, out_dir, run_dir, source, model, preprocessor, task, run_config, results, log_history,
                   repo_id):  # fmt: skip
-    if not image:
-        model.generation_config = GenerationConfig(
-            pad_token_id=preprocessor.pad_token_id,
-            max_length=getattr(model.config, "max_position_embeddings", None),
-            do_sample=True,
-            top_k=40,
-            temperature=0.8,
-        )
+    task.prepare_export(model, preprocessor, run_config.get("training", {}))
     model.save_pretrained(staging)
     preprocessor.save_pretrained(staging)
     (staging / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
-    training_curve(log_history, staging / "training_curve.png",
-                   loss_label="cross-entropy loss" if image else "loss (nats/token)")  # fmt: skip
+    training_curve(log_history, staging / "training_curve.png", loss_label=task.loss_label)
     card_repo = repo_id or str(out_dir.resolve())
-    sample = None if image or source != run_dir else last_sample(run_dir)  # a checkpoint's sample is not known
-    build_card(model, preprocessor, run_config, results, card_repo, sample=sample).save(staging / "README.md")
+    sample = task.export_sample(run_dir) if source == run_dir else None  # a checkpoint's sample is not known
+    card = build_card(model, preprocessor, run_config, results, card_repo, sample=sample, task=task)
+    card.save(staging / "README.md")
     (staging / IN_PROGRESS_NAME).unlink()  # written in full: audited as it will be published
-    problems = audit_folder(
-        staging, ("AutoModel", "AutoModelForImageClassification" if image else "AutoModelForCausalLM"), staging=True
-    )
+    problems = audit_folder(staging, ("AutoModel", task.auto_class), staging=True)
     if problems:
         raise ValueError("the export fails the remote-code audit:\n" + "\n".join(problems))
 

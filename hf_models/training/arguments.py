@@ -34,37 +34,6 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
-    corpus: str | None = field(default=None, metadata={"help": "a local text file"})
-    validation_file: str | None = field(
-        default=None, metadata={"help": "a local held-out text file (then all of `corpus` trains)"}
-    )
-    dataset: str | None = field(default=None, metadata={"help": "a Hub dataset id with a 'text' column"})
-    image_dataset: str | None = field(
-        default=None,
-        metadata={"help": "image models: a folder of MNIST IDX files or a Hub id with image/label columns"},
-    )
-    eval_split: str = field(default="test", metadata={"help": "image models: the split evaluated (accuracy)"})
-    random_shift: int = field(
-        default=0,
-        metadata={"help": "image models: move each training image by up to N pixels along each axis (0 = off)"},
-    )
-    max_eval_samples: int = field(default=0, metadata={"help": "image models: evaluate the first N images (0 = all)"})
-    dataset_config: str | None = field(default=None, metadata={"help": "the Hub dataset's configuration name"})
-    val_fraction: float = field(default=0.1, metadata={"help": "held-out share of a single text file"})
-    tokenizer: str = field(default="char", metadata={"help": "char | bpe | gpt2 (GPT-2's encoding via tiktoken)"})
-    bpe_vocab_size: int = field(default=1024, metadata={"help": "vocabulary size of the byte-level BPE"})
-    tiktoken_file: str | None = field(
-        default=None, metadata={"help": "tokenizer gpt2: a local r50k_base.tiktoken (else tiktoken's cache)"}
-    )
-    preprocessing_num_workers: int | None = field(
-        default=None, metadata={"help": "processes for tokenising with datasets.map (line-based corpora)"}
-    )
-    block_size: int = field(default=256, metadata={"help": "tokens per training block"})
-    max_eval_blocks: int = field(default=256, metadata={"help": "validation blocks used during training (0 = all)"})
-
-
-@dataclass
 class TrainArguments(TrainingArguments):
     """`TrainingArguments` plus `precision`, which picks bf16/fp16 for the machine at hand, and the generated-sample
     settings of text runs."""
@@ -88,8 +57,7 @@ class TrainArguments(TrainingArguments):
     )
 
 
-SECTIONS = {"model": ModelArguments, "data": DataArguments, "training": TrainArguments}
-TOKENIZERS = ("char", "bpe", "gpt2")
+SECTIONS = {"model": ModelArguments, "data": None, "training": TrainArguments}  # data: the task's `data_arguments`
 _RENAMES = {("model", "config"): "model_config", ("model", "overrides"): "model_overrides"}
 
 
@@ -113,22 +81,27 @@ def load_yaml(path):
         raise ValueError(f"{path} is not a readable YAML file: {error}") from None
 
 
-def _flatten(config_path):
+def _read_sections(config_path):
     raw = load_yaml(config_path) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{config_path}: the top level must be a mapping with model/data/training sections")
     unknown = set(raw) - set(SECTIONS)
     if unknown:
         raise ValueError(f"{config_path}: unknown section(s) {sorted(unknown)}; expected {sorted(SECTIONS)}")
-    flat = {}
     for section, values in raw.items():
         if not isinstance(values, dict):
             raise ValueError(f"{config_path}: section {section!r} must be a mapping")
-        allowed = {f.name for f in fields(SECTIONS[section])}
+    return raw
+
+
+def _flatten(config_path, raw, sections):
+    flat = {}
+    for section, values in raw.items():
+        allowed = {f.name for f in fields(sections[section])}
         for key, value in values.items():
             name = _RENAMES.get((section, key), key)
             if name not in allowed:
-                raise ValueError(f"{config_path}: {section}.{key} is not a field of {SECTIONS[section].__name__}")
+                raise ValueError(f"{config_path}: {section}.{key} is not a field of {sections[section].__name__}")
             flat[name] = json.dumps(value) if name == "model_overrides" else value
     return flat
 
@@ -155,11 +128,11 @@ def _precision_flags(training_args):
     return [] if precision == "no" else [f"--{precision}", "true"]
 
 
-def _split_cli_args(cli_args):
+def _split_cli_args(cli_args, sections):
     """`cli_args` as (options for the three sections, `--model_overrides` values, model config fields): an option whose
     name is not a field of the model/data/training sections is taken as a field of the model config, `--name VALUE`
     or `--name=VALUE`, its value read as YAML (`soft`, `0.1`, `true`, `[1, 2]`)."""
-    known = {f.name for section in SECTIONS.values() for f in fields(section)}
+    known = {f.name for section in sections.values() for f in fields(section)}
     passed, json_overrides, fields_given = [], [], {}
     args, i = list(cli_args), 0
     while i < len(args):
@@ -214,30 +187,34 @@ def parse_train_args(config_path, cli_args=()):
     config_path = resolve_path(config_path)
     if not Path(config_path).is_file():
         raise ValueError(f"train config not found: {config_path}")
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainArguments))
-    flat = _flatten(config_path)
-    cli_args, json_overrides, field_overrides = _split_cli_args(cli_args)
+    raw = _read_sections(config_path)
+    model_config = (raw.get("model") or {}).get("config")
+    for i, arg in enumerate(cli_args):  # a --model_config on the command line names the model (and so the task)
+        if arg == "--model_config" and i + 1 < len(cli_args):
+            model_config = cli_args[i + 1]
+        elif arg.startswith("--model_config="):
+            model_config = arg.partition("=")[2]
+    if model_config is None:
+        raise ValueError(f"{config_path}: model.config is missing (a model config file, e.g. configs/models/...)")
+    task = _task_of_model_config(model_config)
+    sections = {**SECTIONS, "data": task.data_arguments}
+    flat = _flatten(config_path, raw, sections)
+    cli_args, json_overrides, field_overrides = _split_cli_args(cli_args, sections)
     overrides = _json_overrides(flat.get("model_overrides", "{}"), f"{config_path}: model.overrides")
     for text in json_overrides:
         overrides.update(_json_overrides(text, "--model_overrides"))
     if field_overrides:
-        model_config = flat.get("model_config")
-        for i, arg in enumerate(cli_args):  # a --model_config on the command line names the file the fields belong to
-            if arg == "--model_config" and i + 1 < len(cli_args):
-                model_config = cli_args[i + 1]
-            elif arg.startswith("--model_config="):
-                model_config = arg.partition("=")[2]
-        if model_config is None:
-            raise ValueError(f"--{next(iter(field_overrides))}: the run has no model.config to set it on")
         config_name, config_fields = _config_fields(model_config)
         unknown = sorted(set(field_overrides) - config_fields)
         if unknown:
             raise ValueError(
-                f"unknown field(s) {', '.join('--' + name for name in unknown)}: not a field of the model, data or "
-                f"training sections, nor of {config_name} ({model_config})"
+                f"unknown field(s) {', '.join('--' + name for name in unknown)}: not a field of the model, data "
+                f"({task.name}: {task.data_arguments.__name__}) or training sections, nor of {config_name} "
+                f"({model_config})"
             )
         overrides.update(field_overrides)
     flat["model_overrides"] = json.dumps(overrides)
+    parser = HfArgumentParser((ModelArguments, task.data_arguments, TrainArguments))
     argv = _to_argv(flat) + list(cli_args)
     if training_device() == "cpu":
         # No accelerator: the run is on the CPU whatever the file says. TrainingArguments refuses bf16 on a CPU unless
@@ -253,20 +230,11 @@ def parse_train_args(config_path, cli_args=()):
     if precision:
         argv += precision
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
-    for name in ("corpus", "validation_file", "dataset", "dataset_config", "tiktoken_file", "image_dataset"):
-        if getattr(data_args, name) == "":  # `--corpus ""` unsets a path the YAML file gave
-            setattr(data_args, name, None)
-    if data_args.random_shift < 0:
-        raise ValueError(f"data.random_shift={data_args.random_shift} is invalid: must be >= 0 pixels")
-    if data_args.tokenizer not in TOKENIZERS:
-        raise ValueError(f"data.tokenizer={data_args.tokenizer!r} is invalid: must be one of {TOKENIZERS}")
-    if data_args.image_dataset is not None:
-        if data_args.corpus is not None or data_args.dataset is not None:
-            raise ValueError("data.image_dataset (images) excludes data.corpus and data.dataset (text)")
-    elif (data_args.corpus is None) == (data_args.dataset is None):
-        raise ValueError("data needs exactly one of corpus (a local text file) or dataset (a Hub dataset id)")
-    if data_args.validation_file is not None and data_args.corpus is None:
-        raise ValueError("data.validation_file goes with data.corpus (a Hub dataset brings its own split)")
+    # `--corpus ""` unsets a path the YAML gave: the optional fields (default None; HfArgumentParser rewrites the
+    # dataclass's annotations, so the default is what says so)
+    for item in fields(data_args):
+        if item.default is None and getattr(data_args, item.name) == "":
+            setattr(data_args, item.name, None)
     if training_args.sample_max_new_tokens < 0:
         raise ValueError(
             f"training.sample_max_new_tokens={training_args.sample_max_new_tokens} is invalid: must be >= 0 "
@@ -274,37 +242,42 @@ def parse_train_args(config_path, cli_args=()):
         )
     if training_args.sample_max_new_tokens > 0 and not training_args.sample_prompt:
         raise ValueError("training.sample_prompt is empty: give the sample at least one character to start from")
-    if data_args.preprocessing_num_workers is not None and data_args.preprocessing_num_workers < 1:
-        raise ValueError(
-            f"data.preprocessing_num_workers={data_args.preprocessing_num_workers} is invalid: must be >= 1"
-        )
-    _check_files(model_args, data_args)
-    _check_data_numbers(data_args)
+    _check_model_config_file(model_args)
+    task.check_data(data_args)
     _check_training_numbers(training_args)
     return model_args, data_args, training_args
 
 
-def _check_files(model_args, data_args):
-    """The files a run reads exist: found here, a missing file stops the run before its folder is written."""
-    named = {"model.config": model_args.model_config, "data.corpus": data_args.corpus,
-             "data.validation_file": data_args.validation_file, "data.tiktoken_file": data_args.tiktoken_file}  # fmt: skip
+def _task_of_model_config(model_config):
+    from transformers import AutoConfig
+
+    from ..tasks import task_for_config
+
+    path = resolve_path(model_config)
+    if str(model_config).endswith(".json") and not path.is_file():
+        raise ValueError(f"model.config={str(model_config)!r}: file not found (relative paths: the working "
+                         f"directory, then {REPO_ROOT})")  # fmt: skip
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"model.config={str(model_config)!r} cannot be read: {error}") from None
+    return task_for_config(config, f"model.config {model_config}")
+
+
+def _check_model_config_file(model_args):
+    path = model_args.model_config
+    if str(path).endswith(".json") and not resolve_path(path).is_file():
+        raise ValueError(f"model.config={str(path)!r}: file not found (relative paths: the working directory, then "
+                         f"{REPO_ROOT})")  # fmt: skip
+
+
+def check_files(named):
+    """The files a run reads exist ({"data.corpus": path or None, ...}): a missing file stops the run before its folder
+    is written."""
     for name, path in named.items():
-        if name == "model.config" and not str(path).endswith(".json"):
-            continue  # a model folder or Hub id: AutoConfig says what is wrong with it
         if path is not None and not resolve_path(path).is_file():
             raise ValueError(f"{name}={str(path)!r}: file not found (relative paths: the working directory, then "
                              f"{REPO_ROOT})")  # fmt: skip
-
-
-def _check_data_numbers(data_args):
-    if data_args.block_size < 2:  # a block predicts its tokens 2..n from 1..n-1
-        raise ValueError(f"data.block_size={data_args.block_size} is invalid: must be >= 2 tokens")
-    for name in ("max_eval_blocks", "max_eval_samples"):
-        if getattr(data_args, name) < 0:
-            raise ValueError(f"data.{name}={getattr(data_args, name)} is invalid: must be >= 0 (0 = all)")
-    if data_args.corpus is not None and data_args.validation_file is None:
-        if not 0 < data_args.val_fraction < 1:  # also refuses NaN
-            raise ValueError(f"data.val_fraction={data_args.val_fraction} is invalid: must be in (0, 1)")
 
 
 def _check_training_numbers(args):

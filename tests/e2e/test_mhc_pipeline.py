@@ -16,7 +16,7 @@ from hf_models.cli import main
 from hf_models.data import image_processor_for, load_mnist, random_shift
 from hf_models.hub import audit_folder, run_isolated_image_pipeline, run_isolated_pipeline
 from hf_models.mhc import MhcConfig
-from hf_models.training.run import image_transform
+from hf_models.tasks.image_classification import image_transform
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_image_classifier_trains_evaluates_exports_and_classifies_without_hf_mod
     mnist_dir = str(shared_data_module / "mnist")
     for arguments, message in (
         ([], "no train_config.yaml naming its data; pass --image-dataset"),
-        (["--corpus", "README.md"], "--corpus is for text models"),
+        (["--corpus", "README.md"], "task image_classification: --corpus do not apply"),
         (["--image-dataset", mnist_dir, "--eval-split", "valid"], "eval_split 'valid' is not a split"),
         (["--image-dataset", mnist_dir, "--max-eval-samples", "-1"], "max_eval_samples must be a count >= 0"),
     ):
@@ -163,7 +163,7 @@ def test_text_lm_trains_exports_and_generates_without_hf_models(tmp_path, shared
                  "--max_steps", "4", "--max_eval_blocks", "8"]) == 0  # fmt: skip
     assert main(["export", str(run), str(out)]) == 0
     assert main(["evaluate", str(out), "--image-dataset", str(shared_data_module / "mnist")]) == 2
-    assert "holds a text model; ['image_dataset'] apply to image classifiers only" in capsys.readouterr().err
+    assert "task causal_lm: --image-dataset do not apply to it" in capsys.readouterr().err
     card = ModelCard.load(out / "README.md")
     assert card.data.pipeline_tag == "text-generation"
     text, module = run_isolated_pipeline(out, "ROMEO:\n", max_new_tokens=20, seed=0)

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from hf_models.cli import main
 from hf_models.hub import audit_folder, run_isolated
 from hf_models.training.arguments import parse_train_args
-from hf_models.training.run import generate_sample, load_model_config, train
+from hf_models.training.run import generate_sample, load_model_config, task_of_run, train
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,8 +111,12 @@ def test_resume_without_checkpoint_and_bad_configs_fail_clearly(tmp_path, shared
     assert "hidden_size=30" in capsys.readouterr().err
     assert main(["train", TINY, "--output_dir", str(tmp_path / "y"), "--sample_max_new_tokens", "-1"]) == 2
     assert "sample_max_new_tokens=-1" in capsys.readouterr().err
-    assert main(["train", TINY, "--output_dir", str(tmp_path / "z"), "--random_shift", "-1"]) == 2
+    image = "configs/train/mhc_mnist_tiny.yaml"
+    assert main(["train", image, "--output_dir", str(tmp_path / "z"), "--random_shift", "-1"]) == 2
     assert "random_shift=-1" in capsys.readouterr().err
+    # a field of another task's data section is not one of this run's
+    assert main(["train", TINY, "--output_dir", str(tmp_path / "z"), "--random_shift", "1"]) == 2
+    assert "--random_shift" in capsys.readouterr().err and not (tmp_path / "z").exists()
 
 
 def test_bpe_tokenizer_run(tmp_path, shared):
@@ -144,4 +148,7 @@ def test_every_shipped_train_config_parses_and_builds_its_model_config(config, t
     for key, value in json.loads(model_args.model_overrides).items():
         assert getattr(model_config, key) == value
     assert training_args.output_dir == str(tmp_path)
-    assert (data_args.image_dataset is None) == (model_config.to_dict().get("modality", "text") == "text")
+    # the run's task is the one its model config names, and its data section is that task's
+    task = task_of_run(model_args)
+    assert isinstance(data_args, task.data_arguments)
+    assert task.name == ("image_classification" if "mnist" in config else "causal_lm")
