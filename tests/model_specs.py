@@ -9,12 +9,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 import hf_models
 
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "models"
+# transformers >= 5.24 names the cache `cache` (output field and forward argument); `past_key_values` before that, and
+# after it only as a deprecated alias. The state hooks below default to the installed version's name.
+CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+# the inputs with a time axis (dim 1) that `split_inputs` cuts
+TIME_AXIS_INPUTS = ("input_ids", "position_ids", "inputs_embeds", "token_type_ids")
+
+
+def split_along_time(inputs, at):
+    """`inputs` cut at time step `at` into the kwargs of two calls, the second to run with the first's state.
+
+    Time-axis inputs (`TIME_AXIS_INPUTS`) are cut along dim 1; a 2-D `attention_mask` covers only the first chunk in
+    the first call and cached + new tokens in the second (the transformers convention); `labels` are dropped (the
+    chunked check compares outputs, and a loss over a chunk is not the loss over the sequence); anything else goes to
+    both calls unchanged.
+    """
+    first, second = {}, {}
+    for key, value in inputs.items():
+        if key == "labels":
+            continue
+        if key in TIME_AXIS_INPUTS:
+            first[key], second[key] = value[:, :at], value[:, at:]
+        elif key == "attention_mask":
+            first[key], second[key] = value[:, :at], value
+        else:
+            first[key] = second[key] = value
+    return first, second
 
 
 @dataclass
@@ -29,8 +56,16 @@ class ModelSpec:
     make_inputs: Callable  # (config, batch, seq, seed) -> model kwargs, with labels
     output_key: str = "logits"  # the main output tensor
     can_generate: bool = False
+    # True: an all-ones attention_mask gives the outputs of no mask; False: a padding mask raises a ValueError that
+    # names attention_mask (tests/common/test_generation.py, token inputs only)
     supports_attention_mask: bool = True
+    # True: forward returns a state (output field `state_output_key`) that it accepts back (argument
+    # `state_input_kwarg`), and a sequence fed in two chunks (`split_inputs`) with the state carried equals one pass
+    # (tests/common/test_state.py). No check assumes the state is a DynamicCache.
     stateful: bool = False
+    state_output_key: str = CACHE_NAME
+    state_input_kwarg: str = CACHE_NAME
+    split_inputs: Callable = split_along_time  # (inputs, at) -> (first call kwargs, second call kwargs)
     tied_weights: dict = field(default_factory=dict)  # target -> source parameter names
     invalid_config_values: dict = field(default_factory=dict)  # field -> an invalid value
     skips: dict = field(default_factory=dict)  # check name -> reason
