@@ -134,7 +134,7 @@ def _push(args):
 
 
 def _chat(args):
-    from .hub.chat import chat
+    from .chat import chat
 
     chat(args.folder, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     return 0

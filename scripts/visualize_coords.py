@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hf_models.viz import coordinates_html  # noqa: E402
+from hf_models.ngt.visualize_ngt import coordinates_html  # noqa: E402
 
 
 def main(argv=None):

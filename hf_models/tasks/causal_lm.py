@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, TrainerCallback, set_seed
 
 from ..data import bpe_tokenizer, char_tokenizer, gpt2_tokenizer, load_text_files, load_text_splits, pack_blocks
+from ..data.sources import hub_dataset_of
 from ..training.arguments import check_files, resolve_path
 from .base import Task
 
@@ -327,7 +328,9 @@ class CausalLmTask(Task):
         return {
             "dataset_name": dataset_name,
             "dataset_type": data.get("dataset") or dataset_name,
-            "hub_dataset": data.get("dataset"),
+            # the card's `datasets:` links the Hub dataset: the run's own, or the one a local corpus is a copy of
+            "hub_dataset": data.get("dataset")
+            or (hub_dataset_of(resolve_path(data["corpus"])) if data.get("corpus") else None),
             "split": "validation",
             "metrics": [
                 ("loss", "Validation loss (nats/token)", results["eval_loss"]),

@@ -9,6 +9,7 @@ import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification, set_seed
 
 from ..data import image_processor_for, load_mnist, random_shift
+from ..data.sources import hub_dataset_of
 from ..training.arguments import resolve_path
 from .base import Task, local_source
 
@@ -204,7 +205,7 @@ class ImageClassificationTask(Task):
         return {
             "dataset_name": dataset_name,
             "dataset_type": dataset_name if local else source,
-            "hub_dataset": None if local else source,
+            "hub_dataset": hub_dataset_of(resolve_path(source)) if local else source,
             "split": results.get("eval_split", "test"),
             "metrics": [
                 ("accuracy", "Accuracy", results["eval_accuracy"]),

@@ -193,8 +193,7 @@ def evaluate_and_record(folder, batch_size=16, run_dir=None, write=True, output=
     """`hf-models evaluate`: a run folder (its train_config.yaml says the data) or an exported model folder.
 
     The task of the folder's model (its config.json `architectures`) evaluates it; `options` are that task's
-    `evaluate_options` (None = the run's own: causal LMs take `corpus` and `block_size`, image classifiers
-    `image_dataset`, `eval_split` and `max_eval_samples`), and an option of another task is refused naming it.
+    `evaluate_options` (None = the run's own data), and an option of another task is refused naming it.
     `run_dir` is where train_config.yaml lies when `folder` is one of the run's checkpoints. Returns (results, the file
     they were written to or None).
 

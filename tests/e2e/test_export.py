@@ -49,6 +49,7 @@ def test_export_writes_a_complete_hub_folder(run_dir, tmp_path):
         "bits_per_character": round(measured["bits_per_character"], 4),
     }
     assert "## Citation" in card.text and "Parameters:" in card.text
+    assert card.data.datasets == ["karpathy/tiny_shakespeare"]  # the local corpus's Hub dataset, linked
     # the recipe line carries the optimizer and prints whole numbers as the config wrote them (2, not 2.0)
     recipe = next(line for line in card.text.splitlines() if line.startswith("- Recipe:"))
     for part in ("optimizer adamw_torch_fused (betas 0.9, 0.999)", "(cosine, 2 warmup steps)", "gradient clipping 1,"):
@@ -136,7 +137,7 @@ def test_visualize_coords_writes_an_offline_plot(run_dir, tmp_path):
 def test_coordinates_projection(run_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_models.viz import ngt_coordinates
+    from hf_models.ngt.visualize_ngt import ngt_coordinates
 
     model = AutoModelForCausalLM.from_pretrained(run_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(run_dir)

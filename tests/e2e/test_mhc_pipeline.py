@@ -123,6 +123,7 @@ def test_image_classifier_trains_evaluates_exports_and_classifies_without_hf_mod
     assert not audit_folder(out, ("AutoModel", "AutoModelForImageClassification"))
     card = ModelCard.load(out / "README.md")
     assert card.data.pipeline_tag == "image-classification" and "mhc" in card.data.tags
+    assert card.data.datasets == ["ylecun/mnist"]  # the local MNIST files' Hub dataset, linked
     recipe = next(line for line in card.text.splitlines() if line.startswith("- Recipe:"))
     assert recipe.endswith("label smoothing 0.1; 0.25 of each training image's patches dropped at random; each "
                            "training image moved by a random offset of up to 2 pixels per axis"), recipe  # fmt: skip

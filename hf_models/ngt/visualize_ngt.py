@@ -1,4 +1,5 @@
-"""Visualisations of trained models (not shipped to the Hub)."""
+"""NGT visualisations: the final-layer coordinates of a trained model as a 3-D PCA (plotly). Not shipped to the Hub:
+no shipped file imports it."""
 
 import torch
 
