@@ -218,8 +218,24 @@ def cpu_kernels():
     return kernels
 
 
+def eager_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False):
+    """softmax(q k^T / sqrt(d) + mask) v written out, with `F.scaled_dot_product_attention`'s arguments and meaning:
+    a boolean `attn_mask` keeps True, a float one is added; `is_causal` lets query i see keys 0..i (top-left
+    aligned). Shapes: (B, H, T, D) queries, (B, H, S, D) keys and values -> (B, H, T, D)."""
+    scores = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])  # (B, H, T, S)
+    if is_causal:
+        keep = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).tril()
+        scores = scores.masked_fill(~keep, float("-inf"))
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
+    weights = F.dropout(scores.softmax(-1), p=dropout_p) if dropout_p > 0 else scores.softmax(-1)
+    return weights @ value
+
+
 class MhcAttention(nn.Module):
-    """Multi-head self-attention (scaled dot product) with an optional key/value cache."""
+    """Multi-head self-attention (scaled dot product) with an optional key/value cache. `attn_implementation`
+    (the config's, as transformers sets it): "sdpa" (the default) runs `F.scaled_dot_product_attention`, "eager"
+    the same math written out (`eager_attention`, e.g. to read or patch the weights)."""
 
     def __init__(self, hidden_size, num_heads, layer_idx, dropout=0.0):
         super().__init__()
@@ -232,13 +248,14 @@ class MhcAttention(nn.Module):
         self.qkv_proj = nn.Linear(hidden_size, 3 * hidden_size)
         self.o_proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, hidden_states, attention_mask=None, is_causal=False, cache=None):
+    def forward(self, hidden_states, attention_mask=None, is_causal=False, cache=None, attn_implementation="sdpa"):
         batch, length, _ = hidden_states.shape
         qkv = self.qkv_proj(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)  # (B, H, P + T, D)
-        out = F.scaled_dot_product_attention(
+        attention = eager_attention if attn_implementation == "eager" else F.scaled_dot_product_attention
+        out = attention(
             query,
             key,
             value,
@@ -288,9 +305,10 @@ class MhcBlock(GradientCheckpointingLayer):
     def _branch(self, output):
         return drop_path(self.dropout(output), self.drop_path_rate, self.training)
 
-    def forward(self, streams, attention_mask=None, is_causal=False, cache=None):
+    def forward(self, streams, attention_mask=None, is_causal=False, cache=None, attn_implementation="sdpa"):
         h, state = self.attn_hc(streams)
-        out = self.attn(self.attn_norm(h), attention_mask=attention_mask, is_causal=is_causal, cache=cache)
+        out = self.attn(self.attn_norm(h), attention_mask=attention_mask, is_causal=is_causal, cache=cache,
+                        attn_implementation=attn_implementation)  # fmt: skip
         streams = self.attn_hc.add_output(state, self._branch(out))
         h, state = self.mlp_hc(streams)
         return self.mlp_hc.add_output(state, self._branch(self.mlp(self.mlp_norm(h))))
@@ -529,7 +547,8 @@ class MhcModel(MhcPreTrainedModel):
         streams = hidden.unsqueeze(-2).expand(*hidden.shape[:-1], n, hidden.shape[-1]).contiguous()  # (B, T, n, C)
         all_hidden = (hidden,) if output_hidden_states else None
         for block in self.layers:
-            streams = block(streams, attention_mask=mask, is_causal=causal, cache=cache)
+            streams = block(streams, attention_mask=mask, is_causal=causal, cache=cache,
+                            attn_implementation=config._attn_implementation)  # fmt: skip
             if output_hidden_states:
                 all_hidden += (streams.mean(-2),)
         hidden = self.norm(streams.mean(-2))
