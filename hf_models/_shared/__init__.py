@@ -1,7 +1,7 @@
 """Canonical copies of the code blocks that several architectures ship (`shared_<topic>.py`).
 
 A model folder must be self-contained on the Hub, so it cannot import from here: it imports its own byte-identical
-copy (`from .shared_lm_inputs import ...`). `sync()` writes those copies into every model folder whose shipped files
+copy (`from .shared_token_inputs import ...`). `sync()` writes those copies into every model folder whose shipped files
 import them, and `sync(check=True)` reports drift without writing (run by the tests and by
 `python scripts/sync_shared.py --check`).
 """

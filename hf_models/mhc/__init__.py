@@ -1,7 +1,8 @@
 """mHC (Manifold-Constrained Hyper-Connections): registration with the Auto classes and re-exports.
 
 This file is not shipped to the Hub; the shipped files are configuration_mhc.py, modeling_mhc.py, ops_mhc.py,
-kernels_mhc.py, shared_config_checks.py and shared_lm_inputs.py (tests/common/test_remote_code.py checks this list
+kernels_mhc.py, shared_cache.py, shared_compat.py, shared_config_checks.py and
+shared_token_inputs.py (tests/common/test_remote_code.py checks this list
 against the imports and against what save_pretrained writes).
 """
 

@@ -48,14 +48,11 @@ from .ops_mhc import (
     mhc_write,
     sinusoidal_code,
 )
-from .shared_lm_inputs import (
-    CACHE_FIELD,
-    GradientCheckpointingLayer,
+from .shared_cache import pop_cache, prepare_cache
+from .shared_compat import CACHE_FIELD, GradientCheckpointingLayer, is_compiling
+from .shared_token_inputs import (
     check_labels,
     check_unused_arguments,
-    is_compiling,
-    pop_cache,
-    prepare_cache,
     require_tensor,
     select_logits_positions,
     validate_token_inputs,

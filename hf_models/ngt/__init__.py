@@ -1,8 +1,8 @@
 """NGT (Newtonian Gravity Transformer): registration with the Auto classes and re-exports.
 
 This file is not shipped to the Hub; the shipped files are configuration_ngt.py, modeling_ngt.py, ops_ngt.py,
-shared_config_checks.py and shared_lm_inputs.py (tests/common/test_remote_code.py checks this list against the
-imports and against what save_pretrained writes).
+shared_cache.py, shared_compat.py, shared_config_checks.py and shared_token_inputs.py (tests/common/test_remote_code.py
+checks this list against the imports and against what save_pretrained writes).
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM

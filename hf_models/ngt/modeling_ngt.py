@@ -29,16 +29,9 @@ from transformers.utils import ModelOutput, logging
 
 from .configuration_ngt import NgtConfig
 from .ops_ngt import gravity_attention, gravity_statistics, repulsion_energy
-from .shared_lm_inputs import (
-    CACHE_FIELD,
-    GradientCheckpointingLayer,
-    check_labels,
-    check_unused_arguments,
-    pop_cache,
-    prepare_cache,
-    select_logits_positions,
-    validate_token_inputs,
-)
+from .shared_cache import pop_cache, prepare_cache
+from .shared_compat import CACHE_FIELD, GradientCheckpointingLayer
+from .shared_token_inputs import check_labels, check_unused_arguments, select_logits_positions, validate_token_inputs
 
 
 logger = logging.get_logger(__name__)

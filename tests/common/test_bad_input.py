@@ -268,7 +268,7 @@ def test_token_checks_read_the_host_once(spec):
     on a GPU each read is a sync on the hot path of training and of every decoding step."""
     model = _token_model(spec)
     try:
-        checks = importlib.import_module(f"hf_models.{spec.package}.shared_lm_inputs")
+        checks = importlib.import_module(f"hf_models.{spec.package}.shared_token_inputs")
     except ImportError:
         pytest.skip(f"{spec.name}: validates its inputs without the shared block (no count to check)")
     config = model.config

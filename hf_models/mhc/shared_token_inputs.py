@@ -1,39 +1,16 @@
-"""Input checks, positions and cache glue shared by the causal LMs of hf_models.
+"""Token-input checks shared by the models of hf_models that read token ids: ids, padding mask, positions and
+labels, with ValueErrors that name the argument and the value.
 
-Canonical copy: hf_models/_shared/shared_lm_inputs.py. `scripts/sync_shared.py` writes byte-identical copies into
-each model folder that imports it (they ship to the Hub with that model); `--check` fails on any drift.
+Canonical copy: hf_models/_shared/shared_token_inputs.py. `scripts/sync_shared.py` writes byte-identical copies into each
+model folder that imports it (they ship to the Hub with that model); `--check` fails on any drift.
 """
 
 import torch
-from transformers.cache_utils import Cache, DynamicCache
-from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .shared_compat import is_compiling
 
 
-try:
-    from transformers.modeling_layers import GradientCheckpointingLayer
-except ImportError:  # older transformers: blocks are plain modules (no per-block checkpointing)
-    GradientCheckpointingLayer = torch.nn.Module
-
-# transformers renamed the cache field of model outputs from `past_key_values` to `cache`; follow the installed one.
-CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 IGNORE_INDEX = -100  # label of positions without a loss (transformers' causal-LM loss)
-
-
-def pop_cache(cache, kwargs):
-    """The cache passed as `cache` (transformers >= 5.24) or `past_key_values` (earlier), not both."""
-    legacy = kwargs.pop("past_key_values", None)
-    if cache is not None and legacy is not None:
-        raise ValueError("Pass the cache as `cache` or `past_key_values`, not both")
-    return cache if cache is not None else legacy
-
-
-def prepare_cache(cache, use_cache, config):
-    """A `DynamicCache` when one is needed and none was given; a clear error for anything that is not a Cache."""
-    if use_cache and cache is None:
-        cache = DynamicCache(config=config)
-    if cache is not None and not isinstance(cache, Cache):
-        raise ValueError(f"cache must be a transformers Cache (e.g. DynamicCache); got {type(cache).__name__}")
-    return cache
 
 
 # Keyword arguments that transformers' generate, Trainer or pipelines may pass and that the models have no use for
@@ -50,12 +27,6 @@ def check_unused_arguments(model, kwargs, logger):
         raise ValueError(f"labels given to {name}, a backbone without a head (it computes no loss); use a head model")
     if unused:
         logger.warning_once(f"{name}.forward ignores the arguments {unused}")
-
-
-def is_compiling():
-    """True while torch.compile traces: value checks need a host sync, which would break the graph (skipped then)."""
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 def _type_name(value):
