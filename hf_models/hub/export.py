@@ -13,6 +13,7 @@ import yaml
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from transformers.utils import logging
 
+from ..resources import cards_dir
 from ..tasks import task_of_folder
 from ..training.arguments import load_yaml
 from ..training.checkpoints import newest_complete_checkpoint
@@ -27,7 +28,7 @@ except ImportError:  # Windows: the partial folder's creation alone keeps a seco
 
 logger = logging.get_logger(__name__)
 
-CARDS = Path(__file__).resolve().parents[2] / "model_cards"
+CARDS = cards_dir()  # model_cards/: the packaged copy in a wheel install, else the checkout's
 # An export is written into `<out_dir>.partial` (holding this marker file) and renamed to `out_dir` when complete:
 # a folder with the suffix or the marker is an unfinished export.
 

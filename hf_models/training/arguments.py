@@ -21,10 +21,11 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from ..resources import checkout_root, resolve, searched
 from .precision import choose_precision, training_device
 
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = checkout_root()  # None in a wheel install, whose configs/ ship inside the package (hf_models/resources.py)
 
 
 @dataclass
@@ -62,11 +63,9 @@ _RENAMES = {("model", "config"): "model_config", ("model", "overrides"): "model_
 
 
 def resolve_path(path):
-    """A path as given (relative to the working directory), else relative to the repository root."""
-    candidate = Path(path)
-    if candidate.exists() or candidate.is_absolute():
-        return candidate
-    return REPO_ROOT / candidate if (REPO_ROOT / candidate).exists() else candidate
+    """A path as given (relative to the working directory), else relative to the repository checkout, else in the
+    package (a wheel install: `configs/...` are the shipped configs)."""
+    return resolve(path)
 
 
 def load_yaml(path):
@@ -255,8 +254,8 @@ def _task_of_model_config(model_config):
 
     path = resolve_path(model_config)
     if str(model_config).endswith(".json") and not path.is_file():
-        raise ValueError(f"model.config={str(model_config)!r}: file not found (relative paths: the working "
-                         f"directory, then {REPO_ROOT})")  # fmt: skip
+        raise ValueError(f"model.config={str(model_config)!r}: file not found (relative paths: "
+                         f"{searched()})")  # fmt: skip
     try:
         config = AutoConfig.from_pretrained(str(path))
     except (OSError, ValueError, KeyError) as error:
@@ -267,8 +266,8 @@ def _task_of_model_config(model_config):
 def _check_model_config_file(model_args):
     path = model_args.model_config
     if str(path).endswith(".json") and not resolve_path(path).is_file():
-        raise ValueError(f"model.config={str(path)!r}: file not found (relative paths: the working directory, then "
-                         f"{REPO_ROOT})")  # fmt: skip
+        raise ValueError(f"model.config={str(path)!r}: file not found (relative paths: "
+                         f"{searched()})")  # fmt: skip
 
 
 def check_files(named):
@@ -276,8 +275,8 @@ def check_files(named):
     is written."""
     for name, path in named.items():
         if path is not None and not resolve_path(path).is_file():
-            raise ValueError(f"{name}={str(path)!r}: file not found (relative paths: the working directory, then "
-                             f"{REPO_ROOT})")  # fmt: skip
+            raise ValueError(f"{name}={str(path)!r}: file not found (relative paths: "
+                             f"{searched()})")  # fmt: skip
 
 
 def _check_training_numbers(args):
