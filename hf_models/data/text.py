@@ -43,19 +43,34 @@ def load_text_files(train_file, validation_file, num_proc=None):
     )
 
 
+def _with_special_tokens(tokenizer):
+    """`tokenizer` as a `PreTrainedTokenizerFast` whose id-0 token is bos, eos and pad at once (GPT-2's convention
+    with `<|endoftext|>`), so clients that start a document with bos (or eos) work. Encoding adds neither
+    (add_bos_token / add_eos_token off): the ids of a text, the vocabulary and so training stay as they were."""
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=PAD_TOKEN,
+        eos_token=PAD_TOKEN,
+        pad_token=PAD_TOKEN,
+        add_bos_token=False,
+        add_eos_token=False,
+    )
+
+
 def char_tokenizer(texts):
-    """A character-level `PreTrainedTokenizerFast` over the characters of `texts`; id 0 is the pad token."""
+    """A character-level `PreTrainedTokenizerFast` over the characters of `texts`; id 0 is the bos, eos and pad
+    token (and stands for an unknown character)."""
     chars = sorted(set("".join(texts)))
     vocab = {PAD_TOKEN: 0, **{char: i + 1 for i, char in enumerate(chars)}}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=PAD_TOKEN))
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character
     tokenizer.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token=PAD_TOKEN)
+    return _with_special_tokens(tokenizer)
 
 
 def bpe_tokenizer(texts, vocab_size=1024):
     """A byte-level BPE `PreTrainedTokenizerFast` (GPT-2 style: any text encodes, no unknown token) trained on
-    `texts` with `vocab_size` entries; id 0 is the pad token."""
+    `texts` with `vocab_size` entries; id 0 is the bos, eos and pad token."""
     if vocab_size < 257 + 1:
         raise ValueError(
             f"bpe vocab_size={vocab_size} is invalid: byte-level BPE needs at least 258 (256 bytes + pad + 1)"
@@ -70,7 +85,7 @@ def bpe_tokenizer(texts, vocab_size=1024):
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token=PAD_TOKEN)
+    return _with_special_tokens(tokenizer)
 
 
 GPT2_TIKTOKEN_URLS = {

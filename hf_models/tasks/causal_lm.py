@@ -239,7 +239,12 @@ class CausalLmTask(Task):
         if data_args.max_eval_blocks and len(eval_blocks) > data_args.max_eval_blocks:
             eval_blocks = eval_blocks.select(range(data_args.max_eval_blocks))
         set_seed(training_args.seed)  # the initial weights are part of the run (Trainer only seeds its own loop)
-        config = run.model_config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+        config = run.model_config(
+            vocab_size=len(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         limit = getattr(config, "max_position_embeddings", None)
         if limit is not None and data_args.block_size > limit:
             raise ValueError(
@@ -302,6 +307,8 @@ class CausalLmTask(Task):
     def prepare_export(self, model, preprocessor, training):
         model.generation_config = GenerationConfig(
             pad_token_id=preprocessor.pad_token_id,
+            bos_token_id=preprocessor.bos_token_id,
+            eos_token_id=preprocessor.eos_token_id,
             max_length=getattr(model.config, "max_position_embeddings", None),
             do_sample=True,
             top_k=40,

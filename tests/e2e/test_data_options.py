@@ -128,3 +128,46 @@ def test_data_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="validation_file"):
         parse_train_args(TINY, ["--output_dir", str(tmp_path), "--corpus", "", "--dataset", "x",
                                 "--validation_file", "v.txt"])  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_char_and_bpe_tokenizers_have_bos_eos_pad_without_changing_the_ids(kind, tmp_path, shared_data):
+    """Id 0 is bos, eos and pad (GPT-2's convention), so a client that starts a document with bos works; encoding
+    adds no special token, so a text's ids, the vocabulary size and hence training stay as they were."""
+    from transformers import AutoTokenizer
+
+    from hf_models.data import bpe_tokenizer, char_tokenizer
+    from hf_models.data.text import PAD_TOKEN
+
+    corpus = (shared_data / "tinyshakespeare.txt").read_text()[:20000]
+    tokenizer = char_tokenizer([corpus]) if kind == "char" else bpe_tokenizer([corpus], 300)
+    text = "ROMEO:\nGood night, good night! parting is such sweet sorrow\n"
+    vocab = tokenizer.get_vocab()
+    expected = [vocab[piece] for piece in tokenizer.tokenize(text)]  # the vocabulary lookup of the pieces, only
+    if kind == "char":  # the ids the char tokenizer always gave: 0 for the pad, then the sorted characters
+        assert expected == [sorted(set(corpus)).index(char) + 1 for char in text]
+        assert len(tokenizer) == len(set(corpus)) + 1
+    else:
+        assert len(tokenizer) == 300
+    assert vocab[PAD_TOKEN] == 0
+    for name in ("bos", "eos", "pad"):
+        assert getattr(tokenizer, f"{name}_token") == PAD_TOKEN and getattr(tokenizer, f"{name}_token_id") == 0
+    for encoder in (tokenizer, reload(tokenizer, tmp_path, AutoTokenizer)):
+        assert encoder(text)["input_ids"] == expected  # no bos / eos added
+        assert encoder(text, add_special_tokens=False)["input_ids"] == expected
+        assert (encoder.bos_token_id, encoder.eos_token_id, encoder.pad_token_id) == (0, 0, 0)
+        assert len(encoder) == len(tokenizer)
+        assert encoder.decode(expected) == text
+
+
+def reload(tokenizer, folder, auto_class):
+    tokenizer.save_pretrained(folder)
+    return auto_class.from_pretrained(folder)
+
+
+def test_a_trained_run_records_bos_and_eos_in_its_config(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", TINY, "--output_dir", str(out), "--max_steps", "1", "--sample_max_new_tokens", "0",
+                 "--max_eval_blocks", "2"]) == 0  # fmt: skip
+    config = json.loads((out / "config.json").read_text())
+    assert (config["bos_token_id"], config["eos_token_id"], config["pad_token_id"]) == (0, 0, 0)
