@@ -15,6 +15,7 @@ from transformers.utils import logging
 
 from ..resources import cards_dir
 from ..tasks import task_of_folder
+from ..tasks.base import config_number
 from ..training.arguments import load_yaml
 from ..training.checkpoints import newest_complete_checkpoint
 from ..training.run import check_model_folder, evaluate_folder
@@ -151,11 +152,6 @@ def _card_facts(model_type):
     return name, yaml.safe_load(path.read_text())
 
 
-def _number(value):
-    """A recipe number as written in a config: 300.0 -> 300 (TrainingArguments keeps warmup_steps as a float)."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
 def build_card(model, preprocessor, run_config, results, repo_id, license="apache-2.0", sample=None, task=None):
     """The model card: metadata (incl. a model-index with the measured results) and the body from the template; the
     task (`task`, else read from the model's config) gives its data, metrics and usage snippets. `preprocessor` is
@@ -185,20 +181,20 @@ def build_card(model, preprocessor, run_config, results, repo_id, license="apach
     length = (
         f"{training.get('max_steps')} steps"
         if (training.get("max_steps") or -1) > 0
-        else f"{_number(training.get('num_train_epochs'))} epochs"
+        else f"{config_number(training.get('num_train_epochs'))} epochs"
     )
     clip = training.get("max_grad_norm")
-    clipping = f"gradient clipping {_number(clip)}" if clip else "no gradient clipping"
+    clipping = f"gradient clipping {config_number(clip)}" if clip else "no gradient clipping"
     recipe = (
         f"{length} of `transformers.Trainer`, batch {training.get('per_device_train_batch_size')} "
-        f"{fields['batch_unit']}, learning rate {_number(training.get('learning_rate'))} "
-        f"({training.get('lr_scheduler_type')}, {_number(training.get('warmup_steps'))} warmup steps), "
-        f"optimizer {training.get('optim')} (betas {_number(training.get('adam_beta1'))}, "
-        f"{_number(training.get('adam_beta2'))}), weight decay {_number(training.get('weight_decay'))}, "
+        f"{fields['batch_unit']}, learning rate {config_number(training.get('learning_rate'))} "
+        f"({training.get('lr_scheduler_type')}, {config_number(training.get('warmup_steps'))} warmup steps), "
+        f"optimizer {training.get('optim')} (betas {config_number(training.get('adam_beta1'))}, "
+        f"{config_number(training.get('adam_beta2'))}), weight decay {config_number(training.get('weight_decay'))}, "
         f"{clipping}, bf16 {training.get('bf16')}"
     )
     if training.get("label_smoothing_factor"):
-        recipe += f", label smoothing {_number(training['label_smoothing_factor'])}"
+        recipe += f", label smoothing {config_number(training['label_smoothing_factor'])}"
     for note in task.recipe_notes(model, data):
         recipe += f"; {note}"
     return ModelCard.from_template(

@@ -66,6 +66,11 @@ class Task:
         return []
 
 
+def config_number(value):
+    """A number as written in a config: 300.0 -> 300 (TrainingArguments keeps warmup_steps as a float), 0.25 as is."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def local_source(source, resolve_path):
     """Whether a data source is a local path (else a Hub dataset id)."""
     return str(source).startswith((".", "/")) or resolve_path(source).exists() or Path(source).exists()

@@ -11,7 +11,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, se
 from ..data import image_processor_for, load_mnist, random_shift
 from ..data.sources import hub_dataset_of
 from ..training.arguments import resolve_path
-from .base import Task, local_source
+from .base import Task, config_number, local_source
 
 
 USAGE = """```python
@@ -189,7 +189,7 @@ class ImageClassificationTask(Task):
         notes = []
         mask_ratio = getattr(model.config, "mask_ratio", 0.0) or 0.0
         if mask_ratio > 0:  # image models that drop patches in training (mHC's `mask_ratio`)
-            notes.append(f"{_number(mask_ratio)} of each training image's patches dropped at random")
+            notes.append(f"{config_number(mask_ratio)} of each training image's patches dropped at random")
         if data.get("random_shift"):
             shift = data["random_shift"]
             notes.append(f"each training image moved by a random offset of up to {shift} pixel{'s' * (shift != 1)} "
@@ -220,8 +220,3 @@ class ImageClassificationTask(Task):
             "batch_unit": "images",
             "usage": USAGE.replace("{mode}", mode).replace("{size}", str(config.image_size)),
         }
-
-
-def _number(value):
-    """A number as written in a config: 0.25, and 1 for 1.0."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value

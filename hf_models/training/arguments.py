@@ -166,15 +166,9 @@ def _json_overrides(text, origin):
     return overrides
 
 
-def _config_fields(model_config):
-    """The field names of the model config file `model_config` (its class's defaults and the file's own keys)."""
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(str(resolve_path(model_config)))
-    except (OSError, ValueError) as error:
-        raise ValueError(f"model.config={str(model_config)!r} cannot be read: {error}") from None
-    return type(config).__name__, set(config.to_dict()) | set(vars(config))
+def _config_fields(config):
+    """The field names of a model config (its class's defaults and the file's own keys)."""
+    return set(config.to_dict()) | set(vars(config))
 
 
 def parse_train_args(config_path, cli_args=()):
@@ -195,7 +189,10 @@ def parse_train_args(config_path, cli_args=()):
             model_config = arg.partition("=")[2]
     if model_config is None:
         raise ValueError(f"{config_path}: model.config is missing (a model config file, e.g. configs/models/...)")
-    task = _task_of_model_config(model_config)
+    from ..tasks import task_for_config
+
+    config = _load_model_config(model_config)
+    task = task_for_config(config, f"model.config {model_config}")
     sections = {**SECTIONS, "data": task.data_arguments}
     flat = _flatten(config_path, raw, sections)
     cli_args, json_overrides, field_overrides = _split_cli_args(cli_args, sections)
@@ -203,12 +200,11 @@ def parse_train_args(config_path, cli_args=()):
     for text in json_overrides:
         overrides.update(_json_overrides(text, "--model_overrides"))
     if field_overrides:
-        config_name, config_fields = _config_fields(model_config)
-        unknown = sorted(set(field_overrides) - config_fields)
+        unknown = sorted(set(field_overrides) - _config_fields(config))
         if unknown:
             raise ValueError(
                 f"unknown field(s) {', '.join('--' + name for name in unknown)}: not a field of the model, data "
-                f"({task.name}: {task.data_arguments.__name__}) or training sections, nor of {config_name} "
+                f"({task.name}: {task.data_arguments.__name__}) or training sections, nor of {type(config).__name__} "
                 f"({model_config})"
             )
         overrides.update(field_overrides)
@@ -241,33 +237,23 @@ def parse_train_args(config_path, cli_args=()):
         )
     if training_args.sample_max_new_tokens > 0 and not training_args.sample_prompt:
         raise ValueError("training.sample_prompt is empty: give the sample at least one character to start from")
-    _check_model_config_file(model_args)
     task.check_data(data_args)
     _check_training_numbers(training_args)
     return model_args, data_args, training_args
 
 
-def _task_of_model_config(model_config):
+def _load_model_config(model_config):
+    """The model config a run names (a file, a folder or a Hub id), read once: its task and its fields come from it."""
     from transformers import AutoConfig
-
-    from ..tasks import task_for_config
 
     path = resolve_path(model_config)
     if str(model_config).endswith(".json") and not path.is_file():
         raise ValueError(f"model.config={str(model_config)!r}: file not found (relative paths: "
                          f"{searched()})")  # fmt: skip
     try:
-        config = AutoConfig.from_pretrained(str(path))
+        return AutoConfig.from_pretrained(str(path))
     except (OSError, ValueError, KeyError) as error:
         raise ValueError(f"model.config={str(model_config)!r} cannot be read: {error}") from None
-    return task_for_config(config, f"model.config {model_config}")
-
-
-def _check_model_config_file(model_args):
-    path = model_args.model_config
-    if str(path).endswith(".json") and not resolve_path(path).is_file():
-        raise ValueError(f"model.config={str(path)!r}: file not found (relative paths: "
-                         f"{searched()})")  # fmt: skip
 
 
 def check_files(named):
