@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hf_models.hub import run_isolated_pipeline  # noqa: E402
 from hf_models.hub.export import export  # noqa: E402
+from hf_models.tasks import task_of_folder  # noqa: E402
 from hf_models.training.arguments import parse_train_args  # noqa: E402
 from hf_models.training.run import train  # noqa: E402
 
@@ -96,8 +96,8 @@ def main(argv=None):
           "that cannot import hf_models", flush=True)  # fmt: skip
     positions = json.loads((model_dir / "config.json").read_text())["max_position_embeddings"]
     new_tokens = min(args.sample_tokens, positions - len(args.prompt))  # characters: one token each
-    text, module = run_isolated_pipeline(model_dir, args.prompt, max_new_tokens=new_tokens, seed=0)
-    print(f"      loaded {module}\n" + "-" * 60 + f"\n{text}\n" + "-" * 60, flush=True)
+    text, info = task_of_folder(model_dir).run_pipeline(model_dir, args.prompt, max_new_tokens=new_tokens, seed=0)
+    print(f"      loaded {info['model_module']}\n" + "-" * 60 + f"\n{text}\n" + "-" * 60, flush=True)
 
 
 if __name__ == "__main__":

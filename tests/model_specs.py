@@ -70,9 +70,12 @@ class ModelSpec:
     invalid_config_values: dict = field(default_factory=dict)  # field -> an invalid value
     skips: dict = field(default_factory=dict)  # check name -> reason
     # what the model reads, which picks the bad-input checks of tests/common/test_bad_input.py: "tokens" (input_ids,
-    # attention_mask, position_ids, token labels) or "pixels" (pixel_values, class labels). A new architecture with an
-    # existing kind gets every check of that kind.
+    # attention_mask, position_ids, token labels), "pixels" (pixel_values, class labels), "features" (input_features
+    # (batch, length, `feature_width_field`)) or "series" (past_values / future_values, (batch, time, channels) with
+    # context_length, prediction_length, num_input_channels). A new architecture with an existing kind gets every
+    # check of that kind.
     input_kind: str = "tokens"
+    feature_width_field: str = "n_dims"
     supports_inputs_embeds: bool = False  # False: passing inputs_embeds must raise a ValueError that names it
     has_loss: bool = True  # a head computes a loss from labels; a backbone spec derives one from `output_key`
 

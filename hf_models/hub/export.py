@@ -16,7 +16,7 @@ from transformers.utils import logging
 from ..resources import cards_dir
 from ..tasks import task_of_folder
 from ..tasks.base import config_number
-from ..training.arguments import load_yaml
+from ..training.arguments import RUN_CONFIG_NAME, load_yaml
 from ..training.checkpoints import newest_complete_checkpoint
 from ..training.run import check_model_folder, evaluate_folder
 from .remote_code import IN_PROGRESS_NAME, PARTIAL_SUFFIX, audit_folder
@@ -233,7 +233,7 @@ def export(run_dir, out_dir, repo_id=None):
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"export folder {out_dir} is not empty; choose a new folder (nothing is overwritten)")
     source = _source_folder(run_dir)
-    run_config_path = run_dir / "train_config.yaml"
+    run_config_path = run_dir / RUN_CONFIG_NAME
     if not run_config_path.exists():
         raise ValueError(f"{run_dir} has no train_config.yaml: export takes a folder written by `hf-models train`")
     run_config = load_yaml(run_config_path)

@@ -57,6 +57,12 @@ class Task:
         `usage` (the usage snippets, Markdown; `{repo_id}` is filled in by the export)."""
         raise NotImplementedError
 
+    def run_pipeline(self, folder, inputs, **options):
+        """Reload the export in `folder` through the task's pipeline (`pipeline(pipeline_tag, model=folder,
+        trust_remote_code=True)`) in a fresh process that cannot import hf_models, and run it on `inputs`; returns
+        `(outputs, info)`, where `info["model_module"]` names the module the model class came from."""
+        raise NotImplementedError
+
     def export_sample(self, run_dir):
         """A sample the run produced for the card ({step, prompt, text}), or None."""
         return None

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, 
 
 from ..data import bpe_tokenizer, char_tokenizer, gpt2_tokenizer, load_text_files, load_text_splits, pack_blocks
 from ..data.sources import hub_dataset_of
-from ..training.arguments import check_files, resolve_path
+from ..training.arguments import RUN_CONFIG_NAME, check_files, resolve_path
 from .base import Task
 
 
@@ -280,7 +280,7 @@ class CausalLmTask(Task):
     def evaluate_folder(self, folder, data, options, batch_size, recorded):
         corpus, block_size = options.get("corpus"), options.get("block_size")
         held_out = corpus if corpus is not None else data.get("validation_file")
-        run_config = "train_config.yaml"
+        run_config = RUN_CONFIG_NAME
         if held_out is not None and not resolve_path(held_out).is_file():
             origin = "--corpus" if corpus is not None else f"the run's data.validation_file (in {run_config})"
             raise ValueError(f"{origin} {held_out}: file not found")
@@ -314,6 +314,13 @@ class CausalLmTask(Task):
             top_k=40,
             temperature=0.8,
         )
+
+    def run_pipeline(self, folder, inputs, max_new_tokens=200, seed=0, sample=True, timeout=600):
+        """`inputs`: the prompt; the outputs: the generated text (prompt included)."""
+        from ..hub.remote_code import run_isolated_pipeline
+
+        text, module = run_isolated_pipeline(folder, inputs, max_new_tokens, seed=seed, sample=sample, timeout=timeout)
+        return text, {"model_module": module}
 
     def export_sample(self, run_dir):
         return last_sample(run_dir)

@@ -185,6 +185,13 @@ class ImageClassificationTask(Task):
         has_own = (Path(source) / "preprocessor_config.json").exists()
         return AutoImageProcessor.from_pretrained(source if has_own else run_dir)
 
+    def run_pipeline(self, folder, inputs, top_k=1, timeout=600):
+        """`inputs`: PIL images; the outputs: per image its `top_k` [{label, score}]; `info` also names the image
+        processor class the pipeline loaded."""
+        from ..hub.remote_code import run_isolated_image_pipeline
+
+        return run_isolated_image_pipeline(folder, inputs, top_k=top_k, timeout=timeout)
+
     def recipe_notes(self, model, data):
         notes = []
         mask_ratio = getattr(model.config, "mask_ratio", 0.0) or 0.0

@@ -25,6 +25,10 @@ from ..resources import checkout_root, resolve, searched
 from .precision import choose_precision, training_device
 
 
+# a run folder's resolved configuration (written by train, read by evaluate and export)
+RUN_CONFIG_NAME = "train_config.yaml"
+
+
 REPO_ROOT = checkout_root()  # None in a wheel install, whose configs/ ship inside the package (hf_models/resources.py)
 
 

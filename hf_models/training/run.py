@@ -14,14 +14,13 @@ from transformers.utils import logging
 
 from ..tasks import task_for_config, task_of_folder
 from ..tasks.causal_lm import evaluate_lm, generate_sample, last_sample  # noqa: F401  (the package's API)
-from .arguments import load_yaml, resolve_path, resolved_config
+from .arguments import RUN_CONFIG_NAME, load_yaml, resolve_path, resolved_config
 from .checkpoints import newest_complete_checkpoint, resume_gaps, safetensors_problem
 
 
 logger = logging.get_logger(__name__)
 
 
-RUN_CONFIG_NAME = "train_config.yaml"
 EVAL_RESULTS_NAME = "eval_results.json"
 
 

@@ -1,7 +1,9 @@
 """Battery: bad input raises a ValueError that names the argument and the offending value, dtype or shape (never an
 error from inside torch, never a silent change of the outputs). The checks are grouped by the spec's `input_kind`
-("tokens": input_ids, attention_mask, position_ids and token labels; "pixels": pixel_values and class labels), so a
-new architecture of an existing kind gets all of them."""
+("tokens": input_ids, attention_mask, position_ids and token labels; "pixels": pixel_values and class labels;
+"features": input_features; "series": past_values and future_values), so a new architecture of an existing kind gets
+all of them. The features and series groups are also run on tests/toy_value_models.py, where a variant that does not
+validate shows that they fail."""
 
 import importlib
 import json
@@ -380,3 +382,121 @@ def test_image_size_edited_in_config_json_is_refused_by_name(spec, tmp_path):
     with pytest.raises(ValueError, match=message):
         loaded(pixel_values=pixels)
     model(pixel_values=pixels)  # the processor matches the unedited model
+
+
+# ------------------------------------------------------------------------------------------------------ features
+def check_feature_inputs(model, inputs, output_key, width_field="n_dims"):
+    """`input_features` (batch, length, features): a non-tensor, a wrong rank, an integer or bool dtype, a wrong
+    feature width, an empty batch or prompt and NaN/inf are refused by name; float64/float16/bfloat16 features give
+    the outputs of the same values in float32."""
+    features = inputs["input_features"]
+    others = {k: v for k, v in inputs.items() if k not in ("input_features", "labels")}
+    width = getattr(model.config, width_field)
+
+    def run(value):
+        with torch.no_grad():
+            return model(input_features=value, **others)[output_key]
+
+    with pytest.raises(ValueError, match=r"input_features must be a torch.Tensor .*; got list"):
+        run(features.tolist())
+    with pytest.raises(ValueError, match=r"input_features must be a torch.Tensor .*; got numpy.ndarray"):
+        run(features.numpy())
+    with pytest.raises(ValueError, match=rf"input_features must have shape \(batch, length.*, features={width}\); "
+                                         r"got rank 2"):  # fmt: skip
+        run(features[0])
+    for dtype in (torch.int64, torch.bool):
+        with pytest.raises(ValueError, match=rf"input_features must be a float tensor .*got dtype {dtype}"):
+            run(features.to(dtype))
+    wider = torch.cat([features, features[..., :1]], dim=-1)
+    with pytest.raises(
+        ValueError, match=rf"input_features must have {width} along features \({width_field}={width}\)"
+    ):
+        run(wider)
+    with pytest.raises(ValueError, match=r"input_features is empty \(batch 0\)"):
+        run(features[:0])
+    for bad in (float("nan"), float("inf")):
+        broken = features.clone()
+        broken[-1, 0, -1] = bad
+        with pytest.raises(ValueError, match="input_features contains NaN or infinite values"):
+            run(broken)
+    expected = run(features)
+    assert torch.equal(run(features.double()), expected)
+    rounded = features.to(torch.bfloat16)
+    assert torch.equal(run(rounded), run(rounded.float()))
+
+
+def test_feature_inputs(spec):
+    model = _model(spec, "features")
+    check_feature_inputs(model, spec.make_inputs(model.config, batch=2), spec.output_key, spec.feature_width_field)
+
+
+# ------------------------------------------------------------------------------------------------------ series
+def check_series_inputs(model, inputs, output_key):
+    """`past_values` (batch, context_length, channels) and `future_values` (batch, prediction_length, channels), the
+    names and config fields of transformers' time-series models: wrong rank, channels, lengths or batch, integer
+    dtypes, non-tensors, empty batches and NaN/inf are refused by name; float64 values give the float32 outputs."""
+    config = model.config
+    past, future = inputs["past_values"], inputs["future_values"]
+    others = {k: v for k, v in inputs.items() if k not in ("past_values", "future_values")}
+
+    def run(past_values, future_values=None, key=output_key):
+        with torch.no_grad():
+            return model(past_values=past_values, future_values=future_values, **others)[key]
+
+    with pytest.raises(ValueError, match=r"past_values must be a torch.Tensor .*; got numpy.ndarray"):
+        run(past.numpy())
+    with pytest.raises(ValueError, match=r"past_values must have shape \(batch, time=\d+, channels=\d+\); got rank 2"):
+        run(past[0])
+    with pytest.raises(ValueError, match=r"past_values must be a float tensor .*got dtype torch.int64"):
+        run(past.long())
+    channels, context = config.num_input_channels, config.context_length
+    with pytest.raises(ValueError, match=rf"past_values must have {channels} along channels \(num_input_channels="):
+        run(torch.cat([past, past[..., :1]], dim=-1))
+    with pytest.raises(ValueError, match=rf"past_values must have {context} along time \(context_length={context}\)"):
+        run(past[:, 1:])
+    with pytest.raises(ValueError, match=r"past_values is empty \(batch 0\)"):
+        run(past[:0])
+    broken = past.clone()
+    broken[0, -1, 0] = float("nan")
+    with pytest.raises(ValueError, match="past_values contains NaN or infinite values"):
+        run(broken)
+    horizon = config.prediction_length
+    with pytest.raises(ValueError, match=rf"future_values must have {horizon} along time \(prediction_length="):
+        run(past, future[:, 1:], key="loss")
+    with pytest.raises(ValueError, match=r"future_values must have 2 along batch"):
+        run(past, future[:1], key="loss")
+    with pytest.raises(ValueError, match=r"future_values must be a torch.Tensor .*; got list"):
+        run(past, future.tolist(), key="loss")
+    broken = future.clone()
+    broken[0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="future_values contains NaN or infinite values"):
+        run(past, broken, key="loss")
+    assert torch.equal(run(past.double()), run(past))
+    assert torch.equal(run(past.double(), future.double(), key="loss"), run(past, future, key="loss"))
+
+
+def test_series_inputs(spec):
+    model = _model(spec, "series")
+    check_series_inputs(model, spec.make_inputs(model.config, batch=2), spec.output_key)
+
+
+# The toy value models (tests/toy_value_models.py) prove both groups before a real model of these kinds exists.
+def test_toy_feature_and_series_checks_pass():
+    from toy_value_models import ToyForecaster, ToyPromptClassifier, build_toy_values, feature_inputs, series_inputs
+
+    model = build_toy_values(ToyPromptClassifier)
+    check_feature_inputs(model, feature_inputs(model.config), "logits")
+    model = build_toy_values(ToyForecaster)
+    check_series_inputs(model, series_inputs(model.config), "prediction_outputs")
+
+
+def test_toy_feature_and_series_checks_fail_without_validation():
+    """A model that skips validation fails both groups: the checks can fail."""
+    from toy_value_models import ToyForecaster, ToyPromptClassifier, build_toy_values, feature_inputs, series_inputs
+
+    model = build_toy_values(ToyPromptClassifier, validate=False)
+    with pytest.raises((pytest.fail.Exception, AssertionError, AttributeError, TypeError, RuntimeError)):
+        check_feature_inputs(model, feature_inputs(model.config), "logits")
+    model = build_toy_values(ToyForecaster, validate=False)
+    with pytest.raises((pytest.fail.Exception, AssertionError, AttributeError, TypeError, RuntimeError)):
+        check_series_inputs(model, series_inputs(model.config), "prediction_outputs")

@@ -14,8 +14,9 @@ from huggingface_hub import ModelCard
 
 from hf_models.cli import main
 from hf_models.data import image_processor_for, load_mnist, random_shift
-from hf_models.hub import audit_folder, run_isolated_image_pipeline, run_isolated_pipeline
+from hf_models.hub import audit_folder
 from hf_models.mhc import MhcConfig
+from hf_models.tasks import task_of_folder
 from hf_models.tasks.image_classification import image_transform
 
 
@@ -151,7 +152,9 @@ def test_image_classifier_trains_evaluates_exports_and_classifies_without_hf_mod
     assert abs(exported["eval_cross_entropy"] - results["eval_cross_entropy"]) < 1e-5
 
     images = [mnist["test"][i]["image"] for i in range(4)]
-    predictions, info = run_isolated_image_pipeline(out, images, top_k=2)
+    task = task_of_folder(out)  # the task reloads its export through its own pipeline
+    assert task.pipeline_tag == "image-classification"
+    predictions, info = task.run_pipeline(out, images, top_k=2)
     assert info["model_module"].startswith("transformers_modules") and info["processor"].startswith("ViTImage")
     assert len(predictions) == 4 and all(len(p) == 2 for p in predictions)
     assert all(p[0]["label"] in [str(d) for d in range(10)] for p in predictions)
@@ -167,8 +170,8 @@ def test_text_lm_trains_exports_and_generates_without_hf_models(tmp_path, shared
     assert "task causal_lm: --image-dataset do not apply to it" in capsys.readouterr().err
     card = ModelCard.load(out / "README.md")
     assert card.data.pipeline_tag == "text-generation"
-    text, module = run_isolated_pipeline(out, "ROMEO:\n", max_new_tokens=20, seed=0)
-    assert module.startswith("transformers_modules") and text.startswith("ROMEO:\n") and len(text) == 27
+    text, info = task_of_folder(out).run_pipeline(out, "ROMEO:\n", max_new_tokens=20, seed=0)
+    assert info["model_module"].startswith("transformers_modules") and text.startswith("ROMEO:\n") and len(text) == 27
     _snippets_run(out, tmp_path)
 
 
