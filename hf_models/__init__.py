@@ -10,9 +10,15 @@ __version__ = "0.1.0"
 # registration with the Auto classes happens on import
 from .mhc import MhcConfig, MhcForCausalLM, MhcForImageClassification, MhcModel  # noqa: E402
 from .ngt import NgtConfig, NgtForCausalLM, NgtModel  # noqa: E402
+from .twistor_hope import (  # noqa: E402
+    TwistorHopeConfig,
+    TwistorHopeForCausalLM,
+    TwistorHopeForSequenceClassification,
+    TwistorHopeModel,
+)
 
 
-ARCHITECTURES = ("ngt", "mhc")
+ARCHITECTURES = ("ngt", "mhc", "twistor_hope")
 
 __all__ = [
     "ARCHITECTURES",
@@ -23,5 +29,9 @@ __all__ = [
     "NgtConfig",
     "NgtForCausalLM",
     "NgtModel",
+    "TwistorHopeConfig",
+    "TwistorHopeForCausalLM",
+    "TwistorHopeForSequenceClassification",
+    "TwistorHopeModel",
     "__version__",
 ]

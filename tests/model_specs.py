@@ -132,6 +132,23 @@ MHC_INVALID = {
     "hyper_connection_gate_init": float("nan"),
 }
 
+TWISTOR_AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification")
+TWISTOR_INVALID = {
+    "hidden_size": 30,  # not divisible by 4 (ω and π, each [re | im])
+    "recurrent_hidden_size": 15,
+    "num_recurrent_layers": 0,
+    "memory_update_periods": [1, 0],
+    "constraint_type": "none",
+    "recurrent_implementation": "jit",
+    "level_constraint_weights": [0.1],
+    "memory_update_rate": 0.0,
+    "hidden_dropout": 1.0,
+    "bidirectional": "yes",
+    "hidden_act": "foo",
+    "layer_norm_eps": float("nan"),
+    "mobius_coupling": float("inf"),
+}
+
 SPECS = [
     ModelSpec(
         name="ngt-causal-lm",
@@ -199,5 +216,35 @@ SPECS = [
         make_inputs=image_inputs,
         input_kind="pixels",
         invalid_config_values={**MHC_INVALID, "patch_size": 3, "pool_size": 9, "is_causal": True, "num_labels": 0},
+    ),
+    ModelSpec(
+        name="twistor-hope-causal-lm",
+        package="twistor_hope",
+        config_class=hf_models.TwistorHopeConfig,
+        model_class=hf_models.TwistorHopeForCausalLM,
+        auto_class="AutoModelForCausalLM",
+        all_auto_classes=TWISTOR_AUTO_CLASSES,
+        tiny_config=CONFIGS / "twistor_hope" / "tiny.json",
+        make_inputs=causal_lm_inputs,
+        can_generate=True,
+        stateful=True,
+        invalid_config_values=TWISTOR_INVALID,
+    ),
+    ModelSpec(
+        name="twistor-hope-encoder",
+        package="twistor_hope",
+        config_class=hf_models.TwistorHopeConfig,
+        model_class=hf_models.TwistorHopeModel,
+        auto_class="AutoModel",
+        all_auto_classes=TWISTOR_AUTO_CLASSES,
+        tiny_config=CONFIGS / "twistor_hope" / "tiny_encoder.json",
+        make_inputs=encoder_inputs,
+        output_key="last_hidden_state",
+        has_loss=False,
+        invalid_config_values=TWISTOR_INVALID,
+        skips={
+            "trainer": "Trainer optimises a loss; the bidirectional backbone has no head (covered through the heads)",
+            "labels": "a backbone takes no labels",
+        },
     ),
 ]
