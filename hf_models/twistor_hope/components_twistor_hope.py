@@ -39,10 +39,11 @@ def spinor_phase(positions, size, dtype=torch.float32):
 
     With frequencies f_i = 10000^(−2i/size), i < size/2: the real half is [sin(t f_0), cos(t f_0), sin(t f_1), ...] and
     the imaginary half [cos(t f_0), −sin(t f_0), ...]. Defined for every position (the original dropped it past 512)."""
+    compute = torch.float64 if dtype == torch.float64 else torch.float32  # angles never in half precision
     frequencies = torch.exp(
-        torch.arange(0, size, 2, device=positions.device, dtype=torch.float32) * (-math.log(10000.0) / size)
+        torch.arange(0, size, 2, device=positions.device, dtype=compute) * (-math.log(10000.0) / size)
     )
-    angles = positions.to(torch.float32).unsqueeze(-1) * frequencies
+    angles = positions.to(compute).unsqueeze(-1) * frequencies
     sin, cos = angles.sin(), angles.cos()
     real = torch.stack([sin, cos], dim=-1).flatten(-2)
     imag = torch.stack([cos, -sin], dim=-1).flatten(-2)
@@ -172,7 +173,7 @@ class IncidenceAttention(nn.Module):
     The cross term is bilinear, so `implementation="sdpa"` runs it through `scaled_dot_product_attention` on augmented
     queries [q, w q_ω, w q_π] and keys [k, k_π, k_ω] (scale 1/sqrt(h)); `"eager"` writes out the score matrix (the
     reference). The halves are halves of each projected head, not the input's ω/π. `causal=True` masks the future;
-    a (batch, keys) 0/1 `attention_mask` masks padding. h must be even (the original replaced the term by 0.5 q·k for
+    a (batch, keys) 0/1 `attention_mask` masks padding keys. h must be even (the original replaced the term by 0.5 q·k for
     odd h)."""
 
     def __init__(self, dim, num_heads=8, dropout=0.0, causal=False, mobius_init_std=0.01):
@@ -197,6 +198,10 @@ class IncidenceAttention(nn.Module):
         if attention_mask is not None:
             padding = attention_mask.bool()[:, None, None, :]
             allowed = padding if allowed is None else allowed & padding
+            # a padding query with no key left (causal, left padding) attends to itself: its output is unused, and
+            # a row of -inf would put NaN into every gradient
+            own = torch.eye(queries, keys, dtype=torch.bool, device=device)[None, None]
+            allowed = allowed | (own & ~allowed.any(-1, keepdim=True))
         return allowed
 
     def forward(self, x, attention_mask=None, implementation="sdpa"):
