@@ -9,13 +9,14 @@ import shutil
 from pathlib import Path
 
 import yaml
-from transformers import AutoConfig, Trainer
+from transformers import AutoConfig
 from transformers.utils import logging
 
 from ..tasks import task_for_config, task_of_folder
 from ..tasks.causal_lm import evaluate_lm, generate_sample, last_sample  # noqa: F401  (the package's API)
 from .arguments import RUN_CONFIG_NAME, load_yaml, resolve_path, resolved_config
 from .checkpoints import newest_complete_checkpoint, resume_gaps, safetensors_problem
+from .nested import NestedTrainer
 
 
 logger = logging.get_logger(__name__)
@@ -83,13 +84,14 @@ def train(model_args, data_args, training_args, resume=False, callbacks=None):
 
 
 def _run_trainer(output_dir, preprocessor, arguments, resume, last_checkpoint, **trainer_kwargs):
-    """Start the run folder, train with `Trainer(**trainer_kwargs)` (a fresh run that fails before its first complete
+    """Start the run folder, train with `NestedTrainer(**trainer_kwargs)` (Trainer plus level-wise learning rates,
+    training progress and skipped non-finite batches; training/nested.py) (a fresh run that fails before its first complete
     checkpoint removes what it wrote), save the final model and state; returns the trainer, ready for the final
     evaluation in float32."""
     model_args, data_args, training_args = arguments
     with _removed_if_failed(output_dir, fresh=not resume, main_process=training_args.process_index == 0):
         _start_run(output_dir, preprocessor, model_args, data_args, training_args)
-        trainer = Trainer(args=training_args, processing_class=preprocessor, **trainer_kwargs)
+        trainer = NestedTrainer(args=training_args, processing_class=preprocessor, **trainer_kwargs)
         trainer.train(resume_from_checkpoint=last_checkpoint)
     trainer.save_model(str(output_dir))
     trainer.save_state()

@@ -325,11 +325,12 @@ class TwistorTitansCell(nn.Module):
             recurrent_weight = torch.cat([recurrent_weight, self.rate[0].weight[:, n:]])  # h feeds the rate MLP too
         first_weight, first_bias = self._evolution_first_layers()
         evolution_width = first_weight.shape[0] - (n if self.adaptive_rate else 0)
-        keep = None if mask is None else mask.to(torch.bool)[..., None]
+        keep = None if mask is None else mask.to(torch.bool)[..., None].unbind(1)
         outputs = []
-        for t in range(length):
+        # unbind, not gate_x[:, t]: the backward of T slices would build T zero tensors of the full size (O(T²))
+        for t, gate_x_t in enumerate(gate_x.unbind(1)):
             from_h = h @ recurrent_weight.T
-            gates = gate_x[:, t] + from_h[:, : 4 * n]
+            gates = gate_x_t + from_h[:, : 4 * n]
             sig = torch.sigmoid(gates[:, : 2 * n])
             i_gate, f_gate = sig[:, :n], sig[:, n:]
             s = torch.addcmul(f_gate * h, i_gate, torch.tanh(gates[:, 2 * n : 3 * n]))
@@ -344,7 +345,7 @@ class TwistorTitansCell(nn.Module):
             s_omega, s_pi = s.chunk(2, dim=-1)
             s = a * s + b * torch.cat([s_pi, -s_omega], dim=-1)
             new_h = torch.sigmoid(gates[:, 3 * n :]) * torch.tanh(s)
-            h = new_h if keep is None else torch.where(keep[:, t], new_h, h)
+            h = new_h if keep is None else torch.where(keep[t], new_h, h)
             outputs.append(h)
         return torch.stack(outputs, dim=1), h
 
@@ -557,17 +558,17 @@ class TwistorMemorySystem(nn.Module):
         if self.reference:
             return self._forward_reference(x, weights, weights_in, events, (memory, sums, weight_sums), seen_after)
         coefficients = x.new_tensor([self.rate / p for p in self.periods])[:, None]  # (K, 1)
-        written = weights_in[..., None] * x[:, :, None, :]  # (B, T, K, D)
+        written = (weights_in[..., None] * x[:, :, None, :]).unbind(1)  # T x (B, K, D)
         reads = []
-        for t in range(length):
+        for written_t, weights_t, events_t in zip(written, weights_in.unbind(1), events.unbind(1), strict=True):
             reads.append(memory)
-            sums = sums + written[:, t]
-            weight_sums = weight_sums + weights_in[:, t]
-            event = events[:, t, :, None]
+            sums = sums + written_t
+            weight_sums = weight_sums + weights_t
+            event = events_t[..., None]
             updated = memory - coefficients * (weight_sums[..., None] * memory - sums)
             memory = torch.where(event, updated, memory)
             sums = torch.where(event, 0.0, sums)
-            weight_sums = torch.where(events[:, t], 0.0, weight_sums)
+            weight_sums = torch.where(events_t, 0.0, weight_sums)
         mixed = (weights[..., None] * torch.stack(reads, dim=1)).sum(2)  # Σ_k w_k M_k, (B, T, D)
         return x + self.process(mixed), (memory, sums, weight_sums, seen_after)
 

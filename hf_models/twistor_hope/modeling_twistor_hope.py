@@ -96,6 +96,25 @@ class TwistorHopePreTrainedModel(PreTrainedModel):
     def _supports_default_dynamic_cache(cls):
         return False  # generate must not build a DynamicCache: the model creates its own state
 
+    def nested_parameter_levels(self):
+        """Parameter name -> nested level, for level-wise learning rates (`hf_models.training.nested`): level l's
+        ω and π networks and its constraint critic (with `constraint_type="learned"`). The residual gates of all
+        levels are one parameter each and train with the rest of the model."""
+        base = self.base_model
+        nested = base.nested
+        if nested is None:
+            return {}
+        prefix = "" if base is self else f"{self.base_model_prefix}."
+        levels = {}
+        for name, _ in nested.named_parameters():
+            parts = name.split(".")
+            if parts[0] in ("omega_nets", "pi_nets"):
+                levels[f"{prefix}nested.{name}"] = int(parts[1])
+            elif parts[0] == "critics":  # critic 0 constrains the last level, critic i + 1 level i
+                index = int(parts[1])
+                levels[f"{prefix}nested.{name}"] = nested.levels - 1 if index == 0 else index - 1
+        return levels
+
     def _init_weights(self, module):
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
