@@ -227,6 +227,144 @@ class IncidenceAttention(nn.Module):
         return self.o_proj(out.transpose(1, 2).flatten(-2))
 
 
+# ------------------------------------------------------------------------------------------------ fused cell scan
+_SQRT_HALF = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _gelu_grad(x):
+    """d/dx of the exact GELU x Φ(x): Φ(x) + x φ(x)."""
+    return 0.5 * (1.0 + torch.erf(x * _SQRT_HALF)) + x * torch.exp(-0.5 * x * x) * _INV_SQRT_2PI
+
+
+class _CellScan(torch.autograd.Function):
+    """The twistor cell over a whole sequence (multi-scale evolution, adaptive rate, exact GELU) with a hand-written
+    backward: the forward keeps what the backward needs step by step, the backward walks the steps in reverse for
+    the gradients that flow through time (seven small matmuls per step) and computes every weight gradient at the
+    end as one matmul over all steps (instead of one per step, as autograd would). Runs outside autocast in the
+    dtype of its input (float32 under mixed precision: the recurrence's small matmuls gain nothing from bf16)."""
+
+    @staticmethod
+    def forward(ctx, gate_x, h, keep, mixing, w_h, w_first, b_first, w_m2, b_m2, w_s2, b_s2, w_s3, b_s3, scale,
+                w_r2, b_r2, w_r3, b_r3):  # fmt: skip
+        n = h.shape[-1]
+        a, b = mixing
+        weights = scale.softmax(0)
+        steps = gate_x.unbind(1)
+        saved = {key: [] for key in ("h", "gates", "s1", "q", "med", "pre_s2", "v_s", "slow", "pre_r2", "v_r",
+                                     "sig_z", "e", "tanh_s3")}  # fmt: skip
+        outputs = []
+        keeps = None if keep is None else keep.unbind(1)
+        for t, gate_x_t in enumerate(steps):
+            p = h @ w_h.T
+            g = gate_x_t + p[:, : 4 * n]
+            sig = torch.sigmoid(g)  # i, f, (unused), o
+            candidate = torch.tanh(g[:, 2 * n : 3 * n])
+            gates = torch.cat([sig[:, : 2 * n], candidate, sig[:, 3 * n :]], dim=-1)
+            s1 = torch.addcmul(sig[:, n : 2 * n] * h, sig[:, :n], candidate)
+            q = torch.addmm(b_first, s1, w_first.T)
+            q[:, 5 * n :] += p[:, 4 * n :]
+            fast = torch.tanh(q[:, :n])
+            med = torch.tanh(torch.addmm(b_m2, F.gelu(q[:, n : 3 * n]), w_m2.T))
+            pre_s2 = torch.addmm(b_s2, F.gelu(q[:, 3 * n : 5 * n]), w_s2.T)
+            v_s = F.gelu(pre_s2)
+            slow = torch.tanh(torch.addmm(b_s3, v_s, w_s3.T))
+            pre_r2 = torch.addmm(b_r2, F.gelu(q[:, 5 * n :]), w_r2.T)
+            v_r = F.gelu(pre_r2)
+            sig_z = torch.sigmoid(torch.addmm(b_r3, v_r, w_r3.T))
+            e = weights[0] * fast + weights[1] * med + weights[2] * slow
+            s2 = s1 + (0.001 + 0.099 * sig_z) * e
+            s3 = a * s2 + b * torch.cat([s2[:, n // 2 :], -s2[:, : n // 2]], dim=-1)
+            tanh_s3 = torch.tanh(s3)
+            new_h = sig[:, 3 * n :] * tanh_s3
+            for key, value in (("h", h), ("gates", gates), ("s1", s1), ("q", q), ("med", med), ("pre_s2", pre_s2),
+                               ("v_s", v_s), ("slow", slow), ("pre_r2", pre_r2), ("v_r", v_r), ("sig_z", sig_z),
+                               ("e", e), ("tanh_s3", tanh_s3)):  # fmt: skip
+                saved[key].append(value)
+            h = new_h if keeps is None else torch.where(keeps[t], new_h, h)
+            outputs.append(h)
+        stacked = {key: torch.stack(values) for key, values in saved.items()}  # (T, B, ...)
+        ctx.mixing = mixing
+        ctx.save_for_backward(keep, w_h, w_first, w_m2, w_s2, w_s3, scale, w_r2, w_r3, *stacked.values())
+        ctx.keys = list(stacked)
+        return torch.stack(outputs, dim=1), h
+
+    @staticmethod
+    def backward(ctx, grad_outputs, grad_last):
+        keep, w_h, w_first, w_m2, w_s2, w_s3, scale, w_r2, w_r3, *tensors = ctx.saved_tensors
+        saved = dict(zip(ctx.keys, tensors, strict=True))
+        a, b = ctx.mixing
+        length, batch, n = saved["h"].shape
+        weights = scale.softmax(0)
+        w0, w1, w2 = weights[0], weights[1], weights[2]
+        grad_outputs = grad_outputs if grad_outputs is not None else saved["h"].new_zeros(batch, length, n)
+        dh = grad_last if grad_last is not None else saved["h"].new_zeros(batch, n)
+        keeps = None if keep is None else keep.unbind(1)
+        d_p, d_q, d_m2, d_s3, d_s2, d_r2, d_r3 = [], [], [], [], [], [], []
+        d_weights = torch.zeros(3, dtype=saved["e"].dtype, device=saved["e"].device)
+        grad_steps = grad_outputs.unbind(1)
+        for t in range(length - 1, -1, -1):
+            dh = dh + grad_steps[t]
+            if keeps is not None:  # a padding step passed h through: its gradient goes straight to h_{t-1}
+                carried = torch.where(keeps[t], 0.0, dh)
+                dh = torch.where(keeps[t], dh, 0.0)
+            gates, tanh_s3, e = saved["gates"][t], saved["tanh_s3"][t], saved["e"][t]
+            i, f, candidate, o = gates[:, :n], gates[:, n : 2 * n], gates[:, 2 * n : 3 * n], gates[:, 3 * n :]
+            h_prev, q = saved["h"][t], saved["q"][t]
+            do = dh * tanh_s3
+            ds3 = dh * o * (1 - tanh_s3 * tanh_s3)
+            ds2 = a * ds3 + b * torch.cat([-ds3[:, n // 2 :], ds3[:, : n // 2]], dim=-1)  # (a + bJ)ᵀ
+            sig_z = saved["sig_z"][t]
+            dz = (ds2 * e).sum(-1, keepdim=True) * 0.099 * sig_z * (1 - sig_z)
+            de = ds2 * (0.001 + 0.099 * sig_z)
+            d_weights += torch.stack([(de * torch.tanh(q[:, :n])).sum(), (de * saved["med"][t]).sum(),
+                                      (de * saved["slow"][t]).sum()])  # fmt: skip
+            d_pre_fast = de * w0 * (1 - torch.tanh(q[:, :n]).square())
+            med = saved["med"][t]
+            d_pre_m2 = de * w1 * (1 - med * med)
+            d_a_m = (d_pre_m2 @ w_m2) * _gelu_grad(q[:, n : 3 * n])
+            slow = saved["slow"][t]
+            d_pre_s3 = de * w2 * (1 - slow * slow)
+            d_pre_s2 = (d_pre_s3 @ w_s3) * _gelu_grad(saved["pre_s2"][t])
+            d_a_s = (d_pre_s2 @ w_s2) * _gelu_grad(q[:, 3 * n : 5 * n])
+            d_pre_r2 = (dz @ w_r3) * _gelu_grad(saved["pre_r2"][t])
+            d_a_r = (d_pre_r2 @ w_r2) * _gelu_grad(q[:, 5 * n :])
+            dq = torch.cat([d_pre_fast, d_a_m, d_a_s, d_a_r], dim=-1)
+            ds1 = ds2 + dq @ w_first
+            dg = torch.cat(
+                [ds1 * candidate * i * (1 - i), ds1 * h_prev * f * (1 - f), ds1 * i * (1 - candidate * candidate),
+                 do * o * (1 - o)], dim=-1,
+            )  # fmt: skip
+            dp = torch.cat([dg, d_a_r], dim=-1)
+            dh = ds1 * f + dp @ w_h
+            if keeps is not None:
+                dh = dh + carried
+            d_p.append(dp)
+            d_q.append(dq)
+            d_m2.append(d_pre_m2)
+            d_s3.append(d_pre_s3)
+            d_s2.append(d_pre_s2)
+            d_r2.append(d_pre_r2)
+            d_r3.append(dz)
+
+        def weight_grad(grads, inputs):  # Σ_t gradᵀ input over every step and row: one matmul
+            grads = torch.stack(grads[::-1]).flatten(0, 1)
+            return grads.T @ inputs.flatten(0, 1), grads.sum(0)
+
+        d_w_h, _ = weight_grad(d_p, saved["h"])
+        d_w_first, d_b_first = weight_grad(d_q, saved["s1"])
+        gelu_m = F.gelu(saved["q"][..., n : 3 * n])
+        d_w_m2, d_b_m2 = weight_grad(d_m2, gelu_m)
+        d_w_s3, d_b_s3 = weight_grad(d_s3, saved["v_s"])
+        d_w_s2, d_b_s2 = weight_grad(d_s2, F.gelu(saved["q"][..., 3 * n : 5 * n]))
+        d_w_r2, d_b_r2 = weight_grad(d_r2, F.gelu(saved["q"][..., 5 * n :]))
+        d_w_r3, d_b_r3 = weight_grad(d_r3, saved["v_r"])
+        d_gate_x = torch.stack([g[:, : 4 * n] for g in d_p[::-1]], dim=1)
+        d_scale = weights * (d_weights - (weights * d_weights).sum())  # softmax backward
+        return (d_gate_x, dh, None, None, d_w_h, d_w_first, d_b_first, d_w_m2, d_b_m2, d_w_s2, d_b_s2, d_w_s3,
+                d_b_s3, d_scale, d_w_r2, d_b_r2, d_w_r3, d_b_r3)  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------------ twistor cell
 class TwistorTitansCell(nn.Module):
     """The gated twistor cell (one layer, one direction). With c = [x_t, h_{t−1}] and ω/π halves of width n/2:
@@ -265,6 +403,7 @@ class TwistorTitansCell(nn.Module):
         else:
             self.evolution_rate = nn.Parameter(torch.full((1,), 0.01))
         self.mixing = mobius_mixing_coefficients(config.mobius_coupling, config.num_mobius_cycles)
+        self.scan_supported = self.multiscale and self.adaptive_rate and config.hidden_act == "gelu" and n % 2 == 0
         self.num_mobius_cycles, self.mobius_coupling = config.num_mobius_cycles, config.mobius_coupling
 
     def reset_special_parameters(self):
@@ -313,7 +452,34 @@ class TwistorTitansCell(nn.Module):
 
     def forward(self, x, h=None, mask=None):
         """x (B, T, input_size), h (B, n) or None (zeros), mask (B, T) or None -> outputs (B, T, n), h after the
-        last token. A padding step keeps h (and outputs it)."""
+        last token. A padding step keeps h (and outputs it). The default cell (multi-scale evolution, adaptive rate,
+        exact GELU) runs as `_CellScan`, with its hand-written backward; other variants run `forward_autograd`."""
+        if not self.scan_supported:
+            return self.forward_autograd(x, h, mask)
+        batch, n = x.shape[0], self.hidden_size
+        with torch.autocast(x.device.type, enabled=False):
+            dtype = x.dtype
+            weight = self.gate_proj.weight.to(dtype)
+            h = x.new_zeros(batch, n) if h is None else h.to(dtype)
+            gate_x = F.linear(x, weight[:, : self.input_size], self.gate_proj.bias.to(dtype))
+            recurrent_weight = torch.cat([weight[:, self.input_size :], self.rate[0].weight[:, n:].to(dtype)])
+            first_weight, first_bias = self._evolution_first_layers()
+            keep = None if mask is None else mask.to(torch.bool)[..., None]
+            parameters = [
+                recurrent_weight,
+                first_weight,
+                first_bias,
+                *self.evolution_medium[1].parameters(),
+                *self.evolution_slow[1].parameters(),
+                *self.evolution_slow[2].parameters(),
+                self.scale_weights,
+                *self.rate[1].parameters(),
+                *self.rate[2].parameters(),
+            ]
+            return _CellScan.apply(gate_x, h, keep, self.mixing, *(p.to(dtype) for p in parameters))
+
+    def forward_autograd(self, x, h=None, mask=None):
+        """The same hoisted step as `forward`, differentiated by autograd (every variant of the cell)."""
         batch, length, _ = x.shape
         n = self.hidden_size
         a, b = self.mixing

@@ -14,6 +14,7 @@ from hf_models.twistor_hope import (
     IncidenceAttention,
     MobiusLayer,
     SpinorEmbedding,
+    TwistorTitansCell,
     TwistorTitansRecurrent,
     twist,
 )
@@ -162,6 +163,47 @@ def test_fused_path_equals_the_per_step_reference(padded, overrides):
     torch.testing.assert_close(results[0].constraint_loss, results[1].constraint_loss)
     assert results[0].constraint_loss > 0
     assert_grads_equal(fused, reference, atol=1e-11)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_cell_scan_backward_equals_autograd_and_the_reference(padded):
+    """The hand-written backward of the default cell (`_CellScan`) against autograd through the same hoisted step
+    and through the per-step reference: outputs, the last state, and gradients of the inputs, the initial state and
+    every weight, with weights large enough that every nonlinearity is off its linear range."""
+    torch.manual_seed(0)
+    cell = TwistorTitansCell(32, 16, tiny_config()).double()
+    assert cell.scan_supported
+    for parameter in cell.parameters():
+        torch.nn.init.normal_(parameter, std=0.3)
+    x = torch.randn(3, 9, 32, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(3, 16, dtype=torch.float64, requires_grad=True)
+    mask = None
+    if padded:
+        mask = torch.ones(3, 9)
+        mask[0, :3] = 0
+        mask[2, 5] = 0
+    weights = torch.linspace(-1, 1, 16, dtype=torch.float64)
+    results = []
+    for run in (cell.forward, cell.forward_autograd, cell.forward_reference):
+        outputs, last = run(x, h0, mask)
+        loss = (outputs * weights).pow(2).sum() + last.sin().sum()
+        results.append((outputs, last, torch.autograd.grad(loss, [x, h0, *cell.parameters()])))
+    for other in results[1:]:
+        torch.testing.assert_close(results[0][0], other[0], atol=1e-13, rtol=1e-12)
+        torch.testing.assert_close(results[0][1], other[1], atol=1e-13, rtol=1e-12)
+        for mine, theirs in zip(results[0][2], other[2], strict=True):
+            torch.testing.assert_close(mine, theirs, atol=1e-12, rtol=1e-10)
+
+
+def test_cell_scan_runs_outside_autocast_in_float32():
+    """Under bf16 autocast (mixed-precision training) the scan computes in float32 and returns float32."""
+    torch.manual_seed(0)
+    cell = TwistorTitansCell(32, 16, tiny_config())
+    x = torch.randn(2, 5, 32)
+    expected, _ = cell(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs, last = cell(x)
+    assert outputs.dtype == torch.float32 and torch.equal(outputs, expected)
 
 
 def test_bidirectional_fused_equals_reference():

@@ -1,0 +1,219 @@
+"""Twistor-HOPE speed: the fused recurrence against its per-step reference and against torch.nn.LSTM, and decoding.
+
+Sections (all on the small preset, hidden_size 128, twistor and cell width 256, 2 cell layers, vocabulary 65):
+
+- `train`: one training step (forward + backward, no optimizer) on batch 8 x 128 tokens, float32: the fused path
+  (`recurrent_implementation="fused"`, the default), the per-step reference (the original's loop structure), and
+  the anchor `torch.nn.LSTM` of the same width and depth (input 256, hidden 256, 2 layers, between an embedding and
+  an LM head; PyTorch's native fused recurrent kernel). The fused path also runs under bf16 autocast where the CPU
+  has native bf16. Reported: seconds per step (median of rounds), tokens/s, ratios.
+- `decode`: greedy decoding with the recurrent state: milliseconds per new token after prompts of 64, 256, 512 and
+  1024 tokens (the state has a fixed size, so the cost should not grow with the position).
+
+The results name the machine and go to benchmarks/twistor_hope_<host kind>.json and .md.
+
+    python scripts/bench_twistor_hope.py                   # both sections, ~4 minutes on 2 cores
+    python scripts/bench_twistor_hope.py --sections decode --rounds 2 --out /tmp/smoke
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from hf_models import TwistorHopeConfig, TwistorHopeForCausalLM  # noqa: E402
+from hf_models.training import bf16_is_fast, host_info  # noqa: E402
+
+
+PRESET = ROOT / "configs" / "models" / "twistor_hope" / "small.json"
+VOCAB = 65
+
+
+def host_kind(info):
+    return f"cpu_{info['cpu_capability'].lower()}" + ("_bf16" if info["cpu_native_bf16"] else "")
+
+
+def twistor(implementation="fused"):
+    config = TwistorHopeConfig.from_pretrained(str(PRESET))
+    config.vocab_size, config.hidden_dropout, config.recurrent_implementation = VOCAB, 0.0, implementation
+    config = TwistorHopeConfig(**config.to_dict())
+    torch.manual_seed(0)
+    return TwistorHopeForCausalLM(config)
+
+
+class LstmLM(nn.Module):
+    """The anchor: embedding -> torch.nn.LSTM (the cell width and depth of the preset) -> LM head."""
+
+    def __init__(self, width, layers):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, width)
+        self.lstm = nn.LSTM(width, width, num_layers=layers, batch_first=True)
+        self.head = nn.Linear(width, VOCAB)
+
+    def forward(self, input_ids, labels):
+        logits = self.head(self.lstm(self.embed(input_ids))[0])
+        return nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
+
+
+def time_steps(step, rounds, warmup=1):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def train_section(args):
+    ids = torch.randint(0, VOCAB, (args.batch, args.length), generator=torch.Generator().manual_seed(0))
+    tokens = args.batch * args.length
+    results = {}
+
+    def twistor_step(model, autocast=False):
+        def step():
+            model.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = model(ids, labels=ids).loss
+            loss.backward()
+
+        return step
+
+    fused = twistor("fused").train()
+    width, layers = fused.config.recurrent_hidden_size, fused.config.num_recurrent_layers
+    lstm = LstmLM(width, layers).train()
+
+    def lstm_step():
+        lstm.zero_grad(set_to_none=True)
+        lstm(ids, ids).backward()
+
+    runs = {"fused": twistor_step(fused), "lstm": lstm_step}
+    if bf16_is_fast("cpu"):
+        runs["fused_bf16_autocast"] = twistor_step(fused, autocast=True)
+    for name, step in runs.items():
+        print(f"train: {name}", flush=True)
+        times = time_steps(step, args.rounds)
+        results[name] = {"seconds": [round(t, 4) for t in times], "median_s": round(statistics.median(times), 4)}
+    print("train: reference (per-step loop)", flush=True)
+    reference = twistor("reference").train()
+    reference.load_state_dict(fused.state_dict())
+    times = time_steps(twistor_step(reference), args.reference_rounds)
+    results["reference"] = {"seconds": [round(t, 4) for t in times], "median_s": round(statistics.median(times), 4)}
+    for entry in results.values():
+        entry["tokens_per_s"] = round(tokens / entry["median_s"], 1)
+    results["parameters"] = {"twistor_hope": fused.num_parameters(), "lstm": sum(p.numel() for p in lstm.parameters())}
+    median = {k: v["median_s"] for k, v in results.items() if isinstance(v, dict) and "median_s" in v}
+    results["ratios"] = {
+        "fused_over_reference_speedup": round(median["reference"] / median["fused"], 2),
+        "lstm_over_fused_speedup": round(median["fused"] / median["lstm"], 2),
+    }
+    if "fused_bf16_autocast" in median:
+        results["ratios"]["reference_over_fused_bf16_speedup"] = round(
+            median["reference"] / median["fused_bf16_autocast"], 2
+        )
+    return results
+
+
+@torch.no_grad()
+def decode_section(args):
+    model = twistor("fused").eval()
+    results = {}
+    for position in args.positions:
+        prompt = torch.randint(0, VOCAB, (1, position), generator=torch.Generator().manual_seed(position))
+        out = model(prompt, use_cache=True)
+        cache, token = out.cache, out.logits[:, -1:].argmax(-1)
+        times = []
+        for _ in range(args.decode_tokens + 2):
+            start = time.perf_counter()
+            out = model(token, cache=cache, use_cache=True)
+            times.append(time.perf_counter() - start)
+            cache, token = out.cache, out.logits[:, -1:].argmax(-1)
+        times = times[2:]  # the first calls warm the allocator
+        results[str(position)] = {"ms_per_token": round(1000 * statistics.median(times), 3)}
+        print(f"decode after {position} tokens: {results[str(position)]['ms_per_token']} ms/token", flush=True)
+    first, last = results[str(args.positions[0])], results[str(args.positions[-1])]
+    results["last_over_first"] = round(last["ms_per_token"] / first["ms_per_token"], 3)
+    return results
+
+
+def render_markdown(report):
+    host = report["host"]
+    lines = [
+        "# Twistor-HOPE: fused recurrence, per-step reference, torch.nn.LSTM, decoding",
+        "",
+        f"Machine: {host['processor']}; torch CPU capability {host['cpu_capability']}, "
+        f"{'native bf16' if host['cpu_native_bf16'] else 'no native bf16'}; {host['threads']} threads; torch "
+        f"{host['torch']}, transformers {host['transformers']}. Command: `{report['command']}`.",
+        "",
+    ]
+    if "train" in report:
+        train = report["train"]
+        setup = report["setup"]
+        lines += [
+            f"## Training step (forward + backward), small preset, batch {setup['batch']} x {setup['length']} tokens",
+            "",
+            "| path | s / step (median) | tokens/s |",
+            "|---|---|---|",
+        ]
+        for name in ("reference", "fused", "fused_bf16_autocast", "lstm"):
+            if name in train:
+                lines.append(f"| {name} | {train[name]['median_s']} | {train[name]['tokens_per_s']} |")
+        lines += ["", "Ratios: " + ", ".join(f"{k} {v}x" for k, v in train["ratios"].items()), "",
+                  f"Parameters: Twistor-HOPE {train['parameters']['twistor_hope']:,}, LSTM anchor "
+                  f"{train['parameters']['lstm']:,}.", ""]  # fmt: skip
+    if "decode" in report:
+        decode = report["decode"]
+        lines += ["## Greedy decoding with the recurrent state (batch 1)", "", "| prompt tokens | ms / new token |",
+                  "|---|---|"]  # fmt: skip
+        for key, value in decode.items():
+            if isinstance(value, dict):
+                lines.append(f"| {key} | {value['ms_per_token']} |")
+        lines += ["", f"Last over first: {decode['last_over_first']}x.", ""]
+    if report.get("note"):
+        lines += [f"Note: {report['note']}", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", nargs="+", default=["train", "decode"], choices=["train", "decode"])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--reference-rounds", type=int, default=2)
+    parser.add_argument("--positions", type=int, nargs="+", default=[64, 256, 512, 1024])
+    parser.add_argument("--decode-tokens", type=int, default=32)
+    parser.add_argument("--note", default="")
+    parser.add_argument("--out", help="output path without suffix (default: benchmarks/twistor_hope_<host kind>)")
+    args = parser.parse_args(argv)
+    host = host_info()
+    report = {
+        "command": "python scripts/bench_twistor_hope.py" + (" " + " ".join(argv) if argv else ""),
+        "host": {**host, "kind": host_kind(host)},
+        "setup": {"preset": "small", "batch": args.batch, "length": args.length, "vocab": VOCAB, "precision": "fp32"},
+        "note": args.note,
+    }
+    if argv is None:
+        report["command"] = "python " + " ".join(["scripts/bench_twistor_hope.py", *sys.argv[1:]])
+    if "train" in args.sections:
+        report["train"] = train_section(args)
+    if "decode" in args.sections:
+        report["decode"] = decode_section(args)
+    out = Path(args.out or ROOT / "benchmarks" / f"twistor_hope_{report['host']['kind']}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(render_markdown(report))
+    print(json.dumps({k: report[k] for k in ("train", "decode") if k in report}.get("train", {}).get("ratios", {})))
+
+
+if __name__ == "__main__":
+    main()
