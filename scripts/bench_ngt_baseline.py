@@ -76,7 +76,7 @@ def run(name, steps, workdir, warmup, phase):
         ["--output_dir", str(folder), "--model_overrides", json.dumps(overrides),
          "--max_steps", str(steps), "--warmup_steps",
          str(warmup), "--eval_steps", str(max(1, steps // 8)), "--save_strategy", "no", "--report_to", "none",
-         "--disable_tqdm", "true"],
+         "--disable_tqdm", "true", "--precision", "no"],  # float32 on every host, as the report says
     )  # fmt: skip
     timer = StepTimer()
     print(f"training {name} for {steps} steps", flush=True)

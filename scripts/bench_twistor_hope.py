@@ -9,10 +9,16 @@ Sections (all on the small preset, hidden_size 128, twistor and cell width 256, 
   has native bf16. Reported: seconds per step (median of rounds), tokens/s, ratios.
 - `decode`: greedy decoding with the recurrent state: milliseconds per new token after prompts of 64, 256, 512 and
   1024 tokens (the state has a fixed size, so the cost should not grow with the position).
+- `quality`: nanoGPT's baby-GPT recipe on tinyshakespeare characters (configs/train/twistor_hope_tinyshakespeare_baby.yaml,
+  2000 steps, float32), trained by the same `run` function as scripts/bench_ngt_baseline.py, beside the stock Llama
+  of that benchmark in the same process, plus the ablations named in `--variants` (`no_memory`: no continuum memory;
+  `no_nested`: no nested levels and no constraint loss; `no_mobius`: the cells' Möbius mixing off and the adaptive
+  Möbius coupling starting at 0).
 
 The results name the machine and go to benchmarks/twistor_hope_<host kind>.json and .md.
 
-    python scripts/bench_twistor_hope.py                   # both sections, ~4 minutes on 2 cores
+    python scripts/bench_twistor_hope.py                   # train and decode, ~4 minutes on 2 cores
+    python scripts/bench_twistor_hope.py --sections quality --variants full no_memory no_nested no_mobius  # ~1 hour
     python scripts/bench_twistor_hope.py --sections decode --rounds 2 --out /tmp/smoke
 """
 
@@ -29,6 +35,7 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 from hf_models import TwistorHopeConfig, TwistorHopeForCausalLM  # noqa: E402
 from hf_models.training import bf16_is_fast, host_info  # noqa: E402
 
@@ -145,6 +152,33 @@ def decode_section(args):
     return results
 
 
+QUALITY_VARIANTS = {
+    "full": {},
+    "no_memory": {"num_memories": 0, "memory_update_periods": []},
+    "no_nested": {"use_nested_learning": False, "num_nested_levels": 0},
+    "no_mobius": {"mobius_coupling": 0.0, "adaptive_coupling_base": 0.0, "adaptive_range_init": 0.0},
+}
+
+
+def quality_section(args):
+    import tempfile
+
+    import bench_ngt_baseline as baseline
+
+    baseline.CONFIGS["twistor_hope"] = ("configs/train/twistor_hope_tinyshakespeare_baby.yaml", {})
+    for name in args.variants:
+        baseline.CONFIGS[f"twistor_hope_{name}"] = (
+            "configs/train/twistor_hope_tinyshakespeare_baby.yaml",
+            {"hidden_dropout": 0.0, **QUALITY_VARIANTS[name]},
+        )
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ["llama"] + [f"twistor_hope_{v}" for v in args.variants]:
+            results[name] = baseline.run(name, args.steps, Path(tmp), max(1, args.steps // 20), "same_steps")
+    results["nanogpt_anchor_val_loss"] = baseline.NANOGPT_ANCHOR
+    return results
+
+
 def render_markdown(report):
     host = report["host"]
     lines = [
@@ -178,6 +212,18 @@ def render_markdown(report):
             if isinstance(value, dict):
                 lines.append(f"| {key} | {value['ms_per_token']} |")
         lines += ["", f"Last over first: {decode['last_over_first']}x.", ""]
+    if "quality" in report:
+        quality = report["quality"]
+        lines += [f"## nanoGPT baby recipe on tinyshakespeare characters ({report['setup'].get('steps', 2000)} steps, "
+                  "float32)", "", "| model | parameters | training s | tokens/s | val loss |", "|---|---|---|---|---|"]  # fmt: skip
+        for name, value in quality.items():
+            if isinstance(value, dict):
+                lines.append(f"| {name} | {value['parameters']:,} | {value['train_seconds']} | "
+                             f"{value['tokens_per_second']} | {value['val_loss']} |")  # fmt: skip
+        lines += ["", f"nanoGPT's anchor for this recipe: about {quality['nanogpt_anchor_val_loss']}.", "",
+                  "Validation curves (step: val loss): " + "; ".join(
+                      f"{name}: " + ", ".join(f"{c['step']}: {c['eval_loss']}" for c in value["curve"])
+                      for name, value in quality.items() if isinstance(value, dict)), ""]  # fmt: skip
     if report.get("note"):
         lines += [f"Note: {report['note']}", ""]
     return "\n".join(lines)
@@ -185,7 +231,9 @@ def render_markdown(report):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", nargs="+", default=["train", "decode"], choices=["train", "decode"])
+    parser.add_argument("--sections", nargs="+", default=["train", "decode"], choices=["train", "decode", "quality"])
+    parser.add_argument("--variants", nargs="+", default=["full"], choices=list(QUALITY_VARIANTS))
+    parser.add_argument("--steps", type=int, default=2000, help="quality: training steps per model")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
@@ -208,7 +256,11 @@ def main(argv=None):
         report["train"] = train_section(args)
     if "decode" in args.sections:
         report["decode"] = decode_section(args)
-    out = Path(args.out or ROOT / "benchmarks" / f"twistor_hope_{report['host']['kind']}")
+    if "quality" in args.sections:
+        report["setup"]["steps"] = args.steps
+        report["quality"] = quality_section(args)
+    default = f"twistor_hope_{'quality' if args.sections == ['quality'] else report['host']['kind']}"
+    out = Path(args.out or ROOT / "benchmarks" / default)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     out.with_suffix(".md").write_text(render_markdown(report))

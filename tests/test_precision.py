@@ -15,6 +15,7 @@ from hf_models.training.precision import CPU_BF16_ENV, choose_precision, cpu_has
 
 TINY = "configs/train/ngt_tinyshakespeare_tiny.yaml"
 TINY_IMAGE = "configs/train/mhc_mnist_tiny.yaml"
+TINY_RECURRENT = "configs/train/twistor_hope_tinyshakespeare_tiny.yaml"  # the scan runs float32 inside autocast
 
 
 @pytest.fixture
@@ -158,6 +159,8 @@ def test_parsed_arguments_on_a_gpu_host_running_on_the_cpu(tmp_path, monkeypatch
         (TINY_IMAGE, True, "auto", "bf16"),
         (TINY_IMAGE, False, "auto", "no"),
         (TINY_IMAGE, False, "bf16", "bf16"),
+        (TINY_RECURRENT, True, "auto", "bf16"),
+        (TINY_RECURRENT, False, "auto", "no"),
     ],
     ids=[
         "text-native-auto",
@@ -166,6 +169,8 @@ def test_parsed_arguments_on_a_gpu_host_running_on_the_cpu(tmp_path, monkeypatch
         "image-native-auto",
         "image-avx2-auto",
         "image-avx2-bf16",
+        "recurrent-native-auto",
+        "recurrent-avx2-auto",
     ],  # fmt: skip
 )
 def test_two_training_steps_in_each_precision(tmp_path, shared_data, cpu_kind, config, native, requested, expected):

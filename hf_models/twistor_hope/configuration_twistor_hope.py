@@ -78,6 +78,10 @@ class TwistorHopeConfig(PretrainedConfig):
         hidden_dropout (`float`, defaults to 0.1): dropout between cell layers and on the feed-forward output.
         max_position_embeddings (`int`, defaults to 8192): the longest sequence (cache included) the model accepts.
             The spinor phase is computed for every position (no cut-off); this bounds only the inputs.
+        phase_period (`int`, *optional*): the spinor phase of position t is that of t mod `phase_period` (None: of t,
+            the original). A model trained on blocks of L tokens has never seen the phases of positions >= L; with
+            `phase_period` = L it reads every later position with phases it has seen (the recurrence itself has no
+            length limit).
         recurrent_implementation (`str`, defaults to `"fused"`): `"fused"` hoists everything that does not depend on
             the previous state out of the time loop; `"reference"` is the readable per-step form (the original's
             loop structure), kept as the reference the fused path is tested against.
@@ -121,6 +125,7 @@ class TwistorHopeConfig(PretrainedConfig):
         hidden_act="gelu",
         hidden_dropout=0.1,
         max_position_embeddings=8192,
+        phase_period=None,
         recurrent_implementation="fused",
         layer_norm_eps=1e-5,
         initializer_range=0.02,
@@ -163,6 +168,7 @@ class TwistorHopeConfig(PretrainedConfig):
         self.hidden_act = hidden_act
         self.hidden_dropout = hidden_dropout
         self.max_position_embeddings = max_position_embeddings
+        self.phase_period = phase_period
         self.recurrent_implementation = recurrent_implementation
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
@@ -214,6 +220,8 @@ class TwistorHopeConfig(PretrainedConfig):
         ):
             positive_int(field)
         positive_int("num_memories", 0)
+        if self.phase_period is not None:
+            positive_int("phase_period")
         positive_int("num_nested_levels", 0 if not self.use_nested_learning else 1)
         if self.hidden_size % 4:
             fail("hidden_size", self.hidden_size, "must be divisible by 4 (ω and π, each [real | imag] halves)")

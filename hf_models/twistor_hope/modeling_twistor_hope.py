@@ -238,7 +238,8 @@ class TwistorHopeModel(TwistorHopePreTrainedModel):
         if mask is not None and bool(mask.all()):
             mask = None
 
-        hidden = self.embed_tokens(input_ids, position_ids)
+        phase_positions = position_ids if config.phase_period is None else position_ids % config.phase_period
+        hidden = self.embed_tokens(input_ids, phase_positions)
         states = [hidden] if output_hidden_states else None
         hidden, block_state = self.block(hidden, mask, None if cache is None else cache.block)
         if output_hidden_states:

@@ -51,3 +51,21 @@ def test_baseline_benchmark_smoke(tmp_path, shared_data):
     assert report["same_wall_clock"]["ngt"]["steps"] == report["summary"]["ngt"]["steps_in_budget"]
     assert 0.5 < same["ngt"]["parameters"] / same["llama"]["parameters"] < 2  # matched sizes
     assert "| llama, 16 steps |" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
+def test_twistor_hope_benchmark_smoke(tmp_path, shared_data):
+    out = tmp_path / "twistor"
+    _script("bench_twistor_hope.py", "--sections", "train", "decode", "quality", "--variants", "no_mobius",
+            "--steps", "8", "--length", "8", "--rounds", "1", "--reference-rounds", "1", "--positions", "4", "16",
+            "--decode-tokens", "2", "--out", str(out))  # fmt: skip
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["host"]["processor"] and report["setup"]["length"] == 8
+    for path in ("reference", "fused", "lstm"):
+        assert report["train"][path]["median_s"] > 0
+    assert report["train"]["ratios"]["fused_over_reference_speedup"] > 0
+    assert set(report["decode"]) == {"4", "16", "last_over_first"}
+    quality = report["quality"]
+    assert quality["llama"]["steps"] == quality["twistor_hope_no_mobius"]["steps"] == 8
+    assert quality["twistor_hope_no_mobius"]["model_type"] == "hfm_twistor_hope"
+    assert "| twistor_hope_no_mobius |" in out.with_suffix(".md").read_text()

@@ -303,6 +303,19 @@ def test_long_sequences_run_one_recurrence_without_resets():
     torch.testing.assert_close(reference(tokens[:, :520]).logits, full[:, :520], atol=1e-12, rtol=1e-10)
 
 
+def test_phase_period_reads_later_positions_with_the_phases_of_earlier_ones():
+    torch.manual_seed(0)
+    model = TwistorHopeForCausalLM(tiny_config(phase_period=8)).eval()
+    tokens = ids(length=20)
+    wrapped = (torch.arange(20) % 8)[None].expand(2, -1)
+    plain = TwistorHopeForCausalLM(tiny_config()).eval()
+    plain.load_state_dict(model.state_dict())
+    torch.testing.assert_close(model(tokens).logits, plain(tokens, position_ids=wrapped).logits)
+    assert not torch.allclose(model(tokens).logits, plain(tokens).logits)
+    with pytest.raises(ValueError, match="phase_period=0 is invalid"):
+        tiny_config(phase_period=0).__class__(**{**tiny_config().to_dict(), "phase_period": 0})
+
+
 def test_decoding_state_has_a_fixed_size():
     """O(1) work per new token: the state does not grow with the position."""
     torch.manual_seed(0)
