@@ -169,8 +169,9 @@ class TwistorHopeModel(TwistorHopePreTrainedModel):
         self.output_proj = nn.Linear(config.twistor_size, config.hidden_size)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         # training progress in [0, 1] for the nested levels' constraint weights (set_training_progress); 1 outside
-        # a training run. Not saved: it describes a run, not the model.
-        self.register_buffer("training_progress", torch.ones(()), persistent=False)
+        # a training run. A plain number, not a buffer: it describes a run, not the model (and a non-persistent
+        # buffer is not restored by from_pretrained).
+        self.training_progress = 1.0
         self.post_init()
 
     def get_input_embeddings(self):
@@ -182,7 +183,7 @@ class TwistorHopeModel(TwistorHopePreTrainedModel):
     def set_training_progress(self, progress):
         """Fraction of training done (0..1): the intermediate levels' constraint weight moves from the first to the
         second value of `config.level_constraint_weights`."""
-        self.training_progress.fill_(min(max(float(progress), 0.0), 1.0))
+        self.training_progress = min(max(float(progress), 0.0), 1.0)
 
     def level_constraint_weight(self):
         start, end = self.config.level_constraint_weights
@@ -251,7 +252,7 @@ class TwistorHopeModel(TwistorHopePreTrainedModel):
                 states.append(hidden)
         constraint = hidden.new_zeros(())
         if self.nested is not None:
-            hidden, constraint = self.nested(hidden, self.level_constraint_weight().to(hidden.dtype))
+            hidden, constraint = self.nested(hidden, self.level_constraint_weight())
             if output_hidden_states:
                 states.append(hidden)
         hidden = self.norm(self.output_proj(hidden))

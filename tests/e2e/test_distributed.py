@@ -43,10 +43,10 @@ LAUNCHERS = {
 }  # fmt: skip
 
 
-def launch(launcher, out, *extra, native_bf16=None):
-    """`hf-models train` of the tiny NGT config under `launcher`; the CPU taken as native-bf16 or not (None: as it
-    is)."""
-    command = [sys.executable, *LAUNCHERS[launcher], *TRAIN, "--output_dir", str(out), *extra]
+def launch(launcher, out, *extra, native_bf16=None, train=TRAIN):
+    """`hf-models train` of the tiny NGT config (or `train`) under `launcher`; the CPU taken as native-bf16 or not
+    (None: as it is)."""
+    command = [sys.executable, *LAUNCHERS[launcher], *train, "--output_dir", str(out), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     if native_bf16 is not None:
@@ -99,3 +99,19 @@ def test_fp16_on_the_cpu_is_refused_by_every_process_before_any_work(tmp_path, s
     assert result.returncode != 0
     assert result.stderr.count("hf-models train: training.precision=fp16 needs a CUDA GPU") == 2, result.stderr[-4000:]
     assert not out.exists()  # refused before anything was written
+
+
+@pytest.mark.slow
+def test_two_process_ddp_trains_the_recurrent_model_with_its_nested_groups(tmp_path, shared_data):
+    """Twistor-HOPE under DDP: the level-wise parameter groups, the progress callback and the non-finite check run
+    in both processes (a parameter without a gradient would stop DDP)."""
+    out = tmp_path / "run"
+    train = ["-m", "hf_models.cli", "train", "configs/train/twistor_hope_tinyshakespeare_tiny.yaml"]
+    result = launch("accelerate-2proc", out, "--max_steps", "4", "--logging_steps", "2", "--save_steps", "4",
+                    "--max_eval_blocks", "4", "--sample_max_new_tokens", "0", train=train)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["world_size"] == 2 and results["global_step"] == 4
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert [log["step"] for log in state["log_history"] if "loss" in log] == [2, 4]
+    assert not any("skipped_nonfinite_batches" in log for log in state["log_history"])

@@ -401,12 +401,25 @@ def test_training_loss_is_lm_plus_constraint_and_eval_loss_is_lm():
 
 def test_level_constraint_weight_follows_training_progress():
     model = TwistorHopeForCausalLM(tiny_config(num_nested_levels=3, level_constraint_weights=[0.01, 0.05]))
-    assert model.model.level_constraint_weight().item() == pytest.approx(0.05)  # outside a run: the end weight
+    assert model.model.level_constraint_weight() == pytest.approx(0.05)  # outside a run: the end weight
     model.set_training_progress(0.0)
-    assert model.model.level_constraint_weight().item() == pytest.approx(0.01)
+    assert model.model.level_constraint_weight() == pytest.approx(0.01)
     model.set_training_progress(0.5)
-    assert model.model.level_constraint_weight().item() == pytest.approx(0.03)
+    assert model.model.level_constraint_weight() == pytest.approx(0.03)
     assert "training_progress" not in model.state_dict()
+
+
+def test_a_reloaded_model_has_the_end_weight_and_the_same_losses(tmp_path):
+    """from_pretrained restores everything the losses read (a non-persistent buffer would come back uninitialised)."""
+    torch.manual_seed(0)
+    model = TwistorHopeForCausalLM(tiny_config(num_nested_levels=3)).eval()
+    model.save_pretrained(tmp_path)
+    loaded = TwistorHopeForCausalLM.from_pretrained(tmp_path).eval()
+    assert loaded.model.training_progress == 1.0
+    tokens = ids()
+    expected, again = model(tokens, labels=tokens), loaded(tokens, labels=tokens)
+    torch.testing.assert_close(again.constraint_loss, expected.constraint_loss)
+    torch.testing.assert_close(again.logits, expected.logits)
 
 
 def test_faithful_train_scaling_is_only_behind_its_flag():
