@@ -51,6 +51,7 @@ from .ops_mhc import (
 from .shared_cache import pop_cache, prepare_cache
 from .shared_compat import CACHE_FIELD, GradientCheckpointingLayer, is_compiling
 from .shared_token_inputs import (
+    check_class_labels,
     check_labels,
     check_unused_arguments,
     require_tensor,
@@ -673,24 +674,10 @@ class MhcForImageClassification(MhcPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         kwargs.pop("num_items_in_batch", None)  # Trainer's count for summed losses; this head averages over the batch
         if labels is not None:
-            require_tensor("labels", labels)
-            if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-                raise ValueError(f"labels must be integer class ids (e.g. torch.int64); got dtype {labels.dtype}")
-            labels = labels.long()  # the dtype the cross-entropy takes (any integer dtype converts exactly)
-            if (
-                isinstance(pixel_values, torch.Tensor)
-                and pixel_values.dim() == 4
-                and labels.shape != pixel_values.shape[:1]
-            ):
-                raise ValueError(
-                    f"labels must have shape (batch,) = ({pixel_values.shape[0]},); got {tuple(labels.shape)}"
-                )
-            if labels.numel() and not is_compiling():
-                low, high = torch.stack([labels.min(), labels.max()]).tolist()  # one sync
-                if low < 0 or high >= self.num_labels:
-                    raise ValueError(
-                        f"labels must be class ids in [0, num_labels={self.num_labels}); got values in [{low}, {high}]"
-                    )
+            batch = (
+                pixel_values.shape[0] if isinstance(pixel_values, torch.Tensor) and pixel_values.dim() == 4 else None
+            )
+            labels = check_class_labels(labels, batch, self.num_labels)
         outputs = self.model(
             pixel_values=pixel_values, output_hidden_states=output_hidden_states, return_dict=True, **kwargs
         )

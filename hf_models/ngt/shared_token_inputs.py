@@ -186,6 +186,25 @@ def check_labels(labels, input_ids, vocab_size):
     return labels
 
 
+def check_class_labels(labels, batch, num_labels):
+    """Class labels of a classification head checked (a tensor of `batch` integer class ids in [0, num_labels)) and
+    returned as int64, the dtype the cross-entropy takes. `batch` None: the batch size is not known here. The value
+    check costs one sync (none while torch.compile traces)."""
+    require_tensor("labels", labels)
+    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        raise ValueError(f"labels must be integer class ids (e.g. torch.int64); got dtype {labels.dtype}")
+    labels = labels.long()  # any integer dtype converts exactly
+    if batch is not None and labels.shape != (batch,):
+        raise ValueError(f"labels must have shape (batch,) = ({batch},); got {tuple(labels.shape)}")
+    if labels.numel() and not is_compiling():
+        low, high = torch.stack([labels.min(), labels.max()]).tolist()  # one sync
+        if low < 0 or high >= num_labels:
+            raise ValueError(
+                f"labels must be class ids in [0, num_labels={num_labels}); got values in [{low}, {high}]"
+            )
+    return labels
+
+
 def select_logits_positions(hidden_states, logits_to_keep):
     """Only the positions whose logits are needed: the last n (an int n > 0) or the given indices (a tensor)."""
     if isinstance(logits_to_keep, int) and logits_to_keep > 0:

@@ -35,7 +35,14 @@ from .components_twistor_hope import (
 from .configuration_twistor_hope import TwistorHopeConfig
 from .shared_cache import pop_cache
 from .shared_compat import CACHE_FIELD
-from .shared_token_inputs import check_labels, check_unused_arguments, select_logits_positions, validate_token_inputs
+from .shared_token_inputs import (
+    check_class_labels,
+    check_labels,
+    check_unused_arguments,
+    require_tensor,
+    select_logits_positions,
+    validate_token_inputs,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -442,25 +449,12 @@ class TwistorHopeForSequenceClassification(TwistorHopePreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     def _loss(self, logits, labels):
-        if not isinstance(labels, torch.Tensor):
-            raise ValueError(f"labels must be a torch.Tensor; got {type(labels).__name__}")
-        if labels.shape[0] != logits.shape[0] or labels.dim() not in (1, 2):
-            raise ValueError(f"labels must have shape (batch,) = ({logits.shape[0]},); got {tuple(labels.shape)}")
-        if self.num_labels == 1:
-            if not labels.is_floating_point():
-                labels = labels.to(logits.dtype)
+        if self.num_labels == 1:  # regression, as transformers' sequence classifiers
+            require_tensor("labels", labels)
+            if labels.shape[0] != logits.shape[0] or labels.dim() not in (1, 2):
+                raise ValueError(f"labels must have shape (batch,) = ({logits.shape[0]},); got {tuple(labels.shape)}")
             return nn.functional.mse_loss(logits.squeeze(-1), labels.reshape(-1).to(logits.dtype))
-        if labels.is_floating_point() or labels.dtype == torch.bool or labels.dim() != 1:
-            raise ValueError(
-                f"labels must be integer class ids of shape (batch,) (num_labels={self.num_labels}); got dtype "
-                f"{labels.dtype} and shape {tuple(labels.shape)}"
-            )
-        if bool(((labels < 0) | (labels >= self.num_labels)).any()):
-            raise ValueError(
-                f"labels must be class ids in [0, num_labels={self.num_labels}); got values in "
-                f"[{int(labels.min())}, {int(labels.max())}]"
-            )
-        return nn.functional.cross_entropy(logits, labels.long())
+        return nn.functional.cross_entropy(logits, check_class_labels(labels, logits.shape[0], self.num_labels))
 
 
 __all__ = [
