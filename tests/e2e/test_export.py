@@ -157,3 +157,18 @@ def test_training_curve_labels_the_loss_and_shows_logged_accuracy(tmp_path):
     assert labels == ["train loss", "validation loss", "validation accuracy"]
     assert training_curve(history[:1], tmp_path / "text.png") == ["train loss"]
     assert (tmp_path / "image.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_architecture_has_card_facts_that_parse():
+    """model_cards/<name>.yaml of every architecture loads as YAML with the fields the card template reads (a stray
+    ': ' in a plain list item turns it into a mapping and breaks every export of that architecture)."""
+    import yaml
+
+    from hf_models import ARCHITECTURES
+    from hf_models.resources import cards_dir
+
+    for name in ARCHITECTURES:
+        facts = yaml.safe_load((cards_dir() / f"{name}.yaml").read_text(encoding="utf-8"))
+        assert {"name", "model_type", "summary"} <= set(facts), name  # what the export reads without a default
+        for field in ("tags", "deviations_from_reference", "limitations"):
+            assert all(isinstance(item, str) for item in facts[field]), (name, field)
