@@ -8,6 +8,12 @@ models also carry their code and load anywhere with `trust_remote_code=True`.
 __version__ = "0.1.0"
 
 # registration with the Auto classes happens on import
+from .lowrank_icl import (  # noqa: E402
+    LowRankIclConfig,
+    LowRankIclForPromptClassification,
+    LowRankIclModel,
+    LowRankIclProcessor,
+)
 from .mhc import MhcConfig, MhcForCausalLM, MhcForImageClassification, MhcModel  # noqa: E402
 from .ngt import NgtConfig, NgtForCausalLM, NgtModel  # noqa: E402
 from .twistor_hope import (  # noqa: E402
@@ -18,10 +24,14 @@ from .twistor_hope import (  # noqa: E402
 )
 
 
-ARCHITECTURES = ("ngt", "mhc", "twistor_hope")
+ARCHITECTURES = ("ngt", "mhc", "twistor_hope", "lowrank_icl")
 
 __all__ = [
     "ARCHITECTURES",
+    "LowRankIclConfig",
+    "LowRankIclForPromptClassification",
+    "LowRankIclModel",
+    "LowRankIclProcessor",
     "MhcConfig",
     "MhcForCausalLM",
     "MhcForImageClassification",

@@ -132,6 +132,33 @@ MHC_INVALID = {
     "hyper_connection_gate_init": float("nan"),
 }
 
+
+def prompt_inputs(config, batch=2, seq=None, seed=0):
+    """Random prompt features at the config's table count and labels in {-1, +1} (`seq` does not apply: the prompt
+    length is num_tables·(num_columns+1)+3)."""
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        "input_features": torch.randn(batch, config.prompt_length(), config.n_dims, generator=generator),
+        "labels": torch.randint(0, 2, (batch,), generator=generator).float() * 2 - 1,
+    }
+
+
+LOWRANK_ICL_AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForSequenceClassification")
+LOWRANK_ICL_INVALID = {
+    "hidden_size": 31,  # not divisible by the tiny config's 2 heads
+    "num_tables": 0,
+    "num_columns": 1.5,
+    "num_local_layers": 9,
+    "attention_pattern": "banded",
+    "position_embedding_type": "rotary",
+    "table_attention_implementation": "flex",
+    "is_causal": "yes",
+    "hidden_dropout": 1.0,
+    "hidden_act": "foo",
+    "layer_norm_eps": float("nan"),
+    "position_initializer_range": float("inf"),
+}
+
 TWISTOR_AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification")
 TWISTOR_INVALID = {
     "hidden_size": 30,  # not divisible by 4 (ω and π, each [re | im])
@@ -246,5 +273,18 @@ SPECS = [
             "trainer": "Trainer optimises a loss; the bidirectional backbone has no head (covered through the heads)",
             "labels": "a backbone takes no labels",
         },
+    ),
+    ModelSpec(
+        name="lowrank-icl-prompt-classifier",
+        package="lowrank_icl",
+        config_class=hf_models.LowRankIclConfig,
+        model_class=hf_models.LowRankIclForPromptClassification,
+        auto_class="AutoModelForSequenceClassification",
+        all_auto_classes=LOWRANK_ICL_AUTO_CLASSES,
+        tiny_config=CONFIGS / "lowrank_icl" / "tiny.json",
+        make_inputs=prompt_inputs,
+        input_kind="features",
+        supports_attention_mask=False,
+        invalid_config_values=LOWRANK_ICL_INVALID,
     ),
 ]

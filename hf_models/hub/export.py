@@ -152,7 +152,8 @@ def _card_facts(model_type):
     return name, yaml.safe_load(path.read_text())
 
 
-def build_card(model, preprocessor, run_config, results, repo_id, license="apache-2.0", sample=None, task=None):
+def build_card(model, preprocessor, run_config, results, repo_id, license="apache-2.0", sample=None, task=None,
+               figures=()):  # fmt: skip
     """The model card: metadata (incl. a model-index with the measured results) and the body from the template; the
     task (`task`, else read from the model's config) gives its data, metrics and usage snippets. `preprocessor` is
     the model's tokenizer or processor; `sample` is the run's last generated sample ({step, prompt, text}), shown under
@@ -216,6 +217,7 @@ def build_card(model, preprocessor, run_config, results, repo_id, license="apach
         limitations=facts.get("limitations", []),
         citation=facts.get("citation", ""),
         sample=sample,
+        figures=list(figures),
         sample_prompt_literal=json.dumps(sample["prompt"])[1:-1] if sample else "",
         **{k: v for k, v in fields.items() if k not in ("metrics", "hub_dataset", "usage")},
         task=task.name,
@@ -272,7 +274,8 @@ def _write_export(staging, out_dir, run_dir, source, model, preprocessor, task, 
     training_curve(log_history, staging / "training_curve.png", loss_label=task.loss_label)
     card_repo = repo_id or str(out_dir.resolve())
     sample = task.export_sample(run_dir) if source == run_dir else None  # a checkpoint's sample is not known
-    card = build_card(model, preprocessor, run_config, results, card_repo, sample=sample, task=task)
+    figures = task.figures(model, staging)
+    card = build_card(model, preprocessor, run_config, results, card_repo, sample=sample, task=task, figures=figures)
     card.save(staging / "README.md")
     (staging / IN_PROGRESS_NAME).unlink()  # written in full: audited as it will be published
     problems = audit_folder(staging, ("AutoModel", task.auto_class), staging=True)

@@ -306,6 +306,39 @@ def run_isolated_image_pipeline(folder, images, top_k=1, timeout=600):
         return info.pop("predictions"), info
 
 
+_PROMPT_CHILD = r"""
+import sys
+sys.modules["hf_models"] = None  # the package under test must not be importable here
+import json
+import torch
+import transformers
+
+folder, prompts_path = sys.argv[1], sys.argv[2]
+model = transformers.AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
+processor = transformers.AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+answers = []
+for prompt in json.load(open(prompts_path, encoding="utf-8")):
+    with torch.no_grad():
+        logits = model(**processor(prompt["tables"], prompt["query"])).logits
+    answers.extend(processor.post_process(logits))
+print(json.dumps({"answers": answers, "model_module": type(model).__module__,
+                  "processor": type(processor).__name__, "processor_module": type(processor).__module__}))
+"""
+
+
+def run_isolated_prompt_classifier(folder, prompts, timeout=600):
+    """A prompt classifier and its processor loaded from `folder` with `trust_remote_code` (`AutoProcessor`) in a child
+    process without hf_models, answering `prompts` ((tables, query) pairs) through the processor's `post_process`;
+    returns `(answers, info)` with the child's model and processor modules."""
+    folder = Path(folder).resolve()
+    with tempfile.TemporaryDirectory(prefix="hfm_isolated_") as tmp:
+        tmp = Path(tmp)
+        path = tmp / "prompts.json"
+        path.write_text(json.dumps([{"tables": t, "query": q} for t, q in prompts]), encoding="utf-8")
+        info = _run_child(tmp, _PROMPT_CHILD, [folder, path], f"isolated prompt classifier on {folder}", timeout)
+        return info.pop("answers"), info
+
+
 def run_isolated(folder, auto_class, inputs, max_new_tokens=0, timeout=600):
     """Load `folder` with `transformers.<auto_class>.from_pretrained(..., trust_remote_code=True)` in a child process
     without hf_models, run it on `inputs` (a dict of tensors) and return `(outputs, info)`.

@@ -7,26 +7,10 @@ model folder that imports it (they ship to the Hub with that model); `--check` f
 
 import torch
 
-from .shared_compat import is_compiling
+from .shared_compat import check_unused_arguments, is_compiling  # noqa: F401  (check_unused_arguments: re-exported)
 
 
 IGNORE_INDEX = -100  # label of positions without a loss (transformers' causal-LM loss)
-
-
-# Keyword arguments that transformers' generate, Trainer or pipelines may pass and that the models have no use for
-# (positions come from the mask and the cache; the loss is a mean over the batch): ignored without a word.
-_QUIETLY_IGNORED = frozenset({"cache_position", "num_items_in_batch", "output_attentions"})
-
-
-def check_unused_arguments(model, kwargs, logger):
-    """Keyword arguments a backbone's forward does not use are never ignored silently: `labels` (a backbone has no
-    loss) is a ValueError, anything else one warning per set of names."""
-    unused = sorted(set(kwargs) - _QUIETLY_IGNORED)
-    name = type(model).__name__
-    if "labels" in unused:
-        raise ValueError(f"labels given to {name}, a backbone without a head (it computes no loss); use a head model")
-    if unused:
-        logger.warning_once(f"{name}.forward ignores the arguments {unused}")
 
 
 def _type_name(value):

@@ -8,9 +8,10 @@ from pathlib import Path
 from .base import Task
 from .causal_lm import CausalLmTask
 from .image_classification import ImageClassificationTask
+from .prompt_classification import PromptClassificationTask
 
 
-TASKS = {task.name: task for task in (CausalLmTask(), ImageClassificationTask())}
+TASKS = {task.name: task for task in (CausalLmTask(), ImageClassificationTask(), PromptClassificationTask())}
 
 
 def task_for_config(config, origin="the model config"):

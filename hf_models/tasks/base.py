@@ -63,6 +63,11 @@ class Task:
         `(outputs, info)`, where `info["model_module"]` names the module the model class came from."""
         raise NotImplementedError
 
+    def figures(self, model, folder):
+        """Figures the export adds beside the training curve: writes them into `folder` and returns
+        [{file, alt, caption}] for the card."""
+        return []
+
     def export_sample(self, run_dir):
         """A sample the run produced for the card ({step, prompt, text}), or None."""
         return None

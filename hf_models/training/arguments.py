@@ -84,10 +84,39 @@ def load_yaml(path):
         raise ValueError(f"{path} is not a readable YAML file: {error}") from None
 
 
-def _read_sections(config_path):
+def _merged(base, override):
+    """`override` on top of `base`: mappings merge key by key (recursively), anything else is replaced."""
+    result = dict(base)
+    for key, value in override.items():
+        result[key] = (
+            _merged(result[key], value) if isinstance(value, dict) and isinstance(result.get(key), dict) else value
+        )
+    return result
+
+
+def _read_sections(config_path, _including=()):
+    """The sections of a run YAML. `inherit: base.yaml` (or a list of files, paths relative to this file) starts from
+    those files' sections, merged in order, and this file's values win (mappings such as `model.overrides` merge key
+    by key)."""
+    config_path = Path(config_path)
     raw = load_yaml(config_path) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{config_path}: the top level must be a mapping with model/data/training sections")
+    bases = raw.pop("inherit", None)
+    if bases is not None:
+        if isinstance(bases, str):
+            bases = [bases]
+        if not isinstance(bases, list) or not bases or not all(isinstance(b, str) for b in bases):
+            raise ValueError(f"{config_path}: inherit must name a YAML file or a list of them; got {bases!r}")
+        merged = {}
+        for base in bases:
+            path = (config_path.parent / base).resolve()
+            if path in _including or path == config_path.resolve():
+                raise ValueError(f"{config_path}: inherit {base!r} includes itself (a cycle through {path.name})")
+            if not path.is_file():
+                raise ValueError(f"{config_path}: inherit {base!r}: no such file {path}")
+            merged = _merged(merged, _read_sections(path, (*_including, config_path.resolve())))
+        raw = _merged(merged, raw)
     unknown = set(raw) - set(SECTIONS)
     if unknown:
         raise ValueError(f"{config_path}: unknown section(s) {sorted(unknown)}; expected {sorted(SECTIONS)}")
