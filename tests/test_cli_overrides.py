@@ -72,3 +72,30 @@ def test_a_run_trains_with_the_command_line_field(tmp_path):
     assert main(cli) == 0
     assert json.loads((out / "config.json").read_text())["radius_cutoff"] == "soft"
     assert yaml.safe_load((out / "train_config.yaml").read_text())["model"]["overrides"]["radius_cutoff"] == "soft"
+
+
+def test_yaml_inherit_merges_base_files():
+    """`inherit:` starts from the named files (relative to the including file, chained), the including file winning
+    and mappings merging key by key; the dense baseline is its low-rank run plus two model overrides."""
+    model_args, data_args, training_args = parse_train_args("configs/train/lowrank_icl_table_v20_dense.yaml")
+    assert json.loads(model_args.model_overrides) == {"position_embedding_type": "dense", "attention_pattern": "full"}
+    assert model_args.model_config == "configs/models/lowrank_icl/small.json"  # from the base, two levels up
+    assert data_args.num_tables == 20 and data_args.balanced is True and data_args.eval_examples == 2000
+    assert training_args.output_dir == "runs/lowrank_icl_table_v20_dense" and training_args.learning_rate == 1e-4
+    _, _, base_args = parse_train_args("configs/train/lowrank_icl_table_v20.yaml", ["--learning_rate", "0.002"])
+    assert base_args.learning_rate == 0.002 and base_args.max_steps == 3000
+
+
+def test_yaml_inherit_errors_name_the_file(tmp_path):
+    (tmp_path / "a.yaml").write_text("inherit: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("inherit: a.yaml\n")
+    with pytest.raises(
+        ValueError, match=r"a.yaml: inherit 'b.yaml' includes itself|b.yaml: inherit 'a.yaml' includes"
+    ):
+        parse_train_args(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("inherit: missing.yaml\n")
+    with pytest.raises(ValueError, match=r"c.yaml: inherit 'missing.yaml': no such file"):
+        parse_train_args(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("inherit: [1, 2]\n")
+    with pytest.raises(ValueError, match=r"d.yaml: inherit must name a YAML file or a list of them"):
+        parse_train_args(tmp_path / "d.yaml")

@@ -78,8 +78,11 @@ class LowRankIclProcessor(FeatureExtractionMixin):
     def __call__(self, tables, query, return_tensors="pt"):
         """One prompt (`tables`: a list of tables, each a list of C column names or ids; `query`: 2 names), or a batch
         (a list of such table lists and a list of queries; every prompt of a batch has the same number of tables)."""
-        single = isinstance(tables, (list, tuple)) and tables and isinstance(tables[0], (list, tuple)) and tables[0] \
-            and _is_name(tables[0][0])  # fmt: skip
+        # one prompt when the tables hold names; a batch when they hold lists of tables
+        single = not (
+            isinstance(tables, (list, tuple)) and tables and isinstance(tables[0], (list, tuple)) and tables[0]
+            and isinstance(tables[0][0], (list, tuple))
+        )  # fmt: skip
         batch_tables, batch_queries = ([tables], [query]) if single else (tables, query)
         if not isinstance(batch_queries, (list, tuple)) or len(batch_queries) != len(batch_tables):
             raise ValueError(f"a batch of {len(batch_tables)} prompts needs as many queries; got {batch_queries!r}")
