@@ -4,6 +4,7 @@ table-connectivity data (`hf_models/data/table_connectivity.py`) turned into fea
 Positives are rare (about 7% at V=20, C=3, rho=0.5: a constant "not connected" scores 93% accuracy), so every report
 gives balanced accuracy, F1 (of the positive class) and AUROC beside accuracy, through scikit-learn (offline)."""
 
+import json
 from dataclasses import dataclass, field
 
 import torch
@@ -142,6 +143,8 @@ class PromptClassificationTask(Task):
 
     def train(self, model_args, data_args, training_args, run):
         fields = {k: getattr(data_args, k) for k in ("num_tables", "num_columns") if getattr(data_args, k) is not None}
+        if fields and "max_position_embeddings" not in json.loads(model_args.model_overrides):
+            fields["max_position_embeddings"] = None  # derived again from the data's V and C (the dense table's rows)
         config = run.model_config(**fields)
         if data_args.num_train_examples == 0 and training_args.max_steps <= 0:
             raise ValueError("data.num_train_examples=0 trains on an endless stream: set training.max_steps")
