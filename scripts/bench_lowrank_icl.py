@@ -67,7 +67,7 @@ def speed_section(args):
         entry = {"length": length, "batch": batch}
         for name, model in (("sparse", sparse), ("masked", masked), ("full_attention", full)):
 
-            def step(model=model):
+            def step(model=model, features=features, labels=labels):
                 model.zero_grad(set_to_none=True)
                 model(features, labels=labels).loss.backward()
 
