@@ -69,3 +69,18 @@ def test_twistor_hope_benchmark_smoke(tmp_path, shared_data):
     assert quality["llama"]["steps"] == quality["twistor_hope_no_mobius"]["steps"] == 8
     assert quality["twistor_hope_no_mobius"]["model_type"] == "hfm_twistor_hope"
     assert "| twistor_hope_no_mobius |" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
+def test_lowrank_icl_benchmark_smoke(tmp_path):
+    out = tmp_path / "lowrank"
+    _script("bench_lowrank_icl.py", "--speed-tables", "3", "--speed-batches", "2", "--rounds", "1",
+            "--quality-tables", "5", "--transfer-tables", "4", "--steps", "3", "--out", str(out))  # fmt: skip
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["host"]["processor"] and report["speed"]["V=3"]["length"] == 15
+    assert report["speed"]["V=3"]["masked_over_sparse_speedup"] > 0
+    quality = report["quality"]
+    assert quality["low_rank_v5"]["steps"] == quality["dense_v5"]["steps"] == 3
+    assert quality["low_rank_v5"]["position_parameters"] * 23 == quality["dense_v5"]["position_parameters"] * 7
+    assert set(quality["low_rank_v5"]["transfer"]) == {"V=4"} and "transfer" not in quality["dense_v5"]
+    assert "| low_rank | 5 |" in out.with_suffix(".md").read_text()
