@@ -234,3 +234,20 @@ def test_collator_and_binary_metrics():
     assert results["f1"] == pytest.approx(0.5)
     assert results["auroc"] == pytest.approx(4 / 6)  # 4 of the 6 (positive, negative) pairs ordered right
     assert "auroc" not in binary_metrics(scores, -torch.ones(5))
+
+
+def test_a_run_sizes_the_dense_table_from_its_data(tmp_path):
+    """The data's V sets the model's (the tiny config has V=4; the run trains at V=3): the dense positional table is
+    derived again for it rather than kept at the config file's 19 rows (which would leave rows without gradients)."""
+    import json
+
+    from hf_models.cli import main
+
+    run = tmp_path / "run"
+    overrides = json.dumps({"position_embedding_type": "dense", "attention_pattern": "full"})
+    assert main(["train", "configs/train/lowrank_icl_table_tiny.yaml", "--output_dir", str(run), "--max_steps", "2",
+                 "--num_tables", "3", "--eval_examples", "16", "--model_overrides", overrides, "--precision", "no",
+                 "--save_strategy", "no"]) == 0  # fmt: skip
+    config = json.loads((run / "config.json").read_text())
+    assert config["num_tables"] == 3 and config["max_position_embeddings"] == 3 * 4 + 3
+    assert json.loads((run / "eval_results.json").read_text())["eval_num_tables"] == 3
