@@ -19,6 +19,7 @@ The results name the machine and go to benchmarks/lowrank_icl_<host kind>.json a
 
     python scripts/bench_lowrank_icl.py                          # speed and quality, ~25 minutes on 2 cores
     python scripts/bench_lowrank_icl.py --sections speed --rounds 2 --out /tmp/smoke
+    python scripts/bench_lowrank_icl.py --sections quality --runs-dir runs/lowrank_icl_bench   # keep the runs (export)
 """
 
 import argparse
@@ -84,7 +85,8 @@ def quality_section(args):
     from hf_models.training.run import evaluate_folder, train
 
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.runs_dir or scratch
         for num_tables in args.quality_tables:
             config = ROOT / "configs" / "train" / f"lowrank_icl_table_bench_v{num_tables}.yaml"
             for name, overrides in (("low_rank", {}), ("dense", DENSE)):
@@ -170,6 +172,7 @@ def main(argv=None):
     parser.add_argument("--quality-tables", type=int, nargs="+", default=[5, 20], choices=[5, 20])
     parser.add_argument("--transfer-tables", type=int, nargs="+", default=[10, 30, 40])
     parser.add_argument("--steps", type=int, default=0, help="quality: training steps (default: the YAML's)")
+    parser.add_argument("--runs-dir", help="quality: keep the run folders here (default: a temporary folder)")
     parser.add_argument("--note", default="")
     parser.add_argument("--out", help="output path without suffix (default: benchmarks/lowrank_icl_<host kind>)")
     args = parser.parse_args(argv)
