@@ -9,15 +9,16 @@ Sections:
   (L = 83) and V=200 (L = 803); the full causal attention of the dense baseline (scaled_dot_product_attention) beside
   them. Reported: seconds per step (median of rounds) and the masked / sparse ratio.
 - `quality`: the low-rank model (low-rank positions, table masks) against the dense baseline (dense positional table,
-  full causal attention: the original's TransformerModel) at V=5 and V=20 with the same budget
-  (configs/train/lowrank_icl_table_bench_v{5,20}.yaml: 64 wide, 6 blocks, 3000 steps of 64 balanced prompts),
-  evaluated on 2000 prompts at the natural class rates: accuracy, balanced accuracy, F1, AUROC, parameters,
-  positional parameters, training seconds per step. Then the low-rank model trained at V=20 evaluated at V=10, 30, 40
+  full causal attention: the original's TransformerModel) at V=3 (C=2), V=5 and V=20 (C=3) with the same budget
+  (configs/train/lowrank_icl_table_bench_v{3,5,20}.yaml: 64 wide, 6 blocks, 3000 steps of 64 balanced prompts),
+  and between them low-rank positions with full attention (one flag at a time), evaluated on 2000 prompts at the
+  natural class rates: accuracy, balanced accuracy, F1, AUROC, parameters, positional parameters, training seconds
+  per step (the run's wall time, evaluations included). Then the low-rank model trained at V=20 evaluated at V=10, 30, 40
   (the dense table cannot read them).
 
 The results name the machine and go to benchmarks/lowrank_icl_<host kind>.json and .md (`--out` to change).
 
-    python scripts/bench_lowrank_icl.py                          # speed and quality, ~25 minutes on 2 cores
+    python scripts/bench_lowrank_icl.py                          # speed and quality, ~30 minutes on 2 cores
     python scripts/bench_lowrank_icl.py --sections speed --rounds 2 --out /tmp/smoke
     python scripts/bench_lowrank_icl.py --sections quality --runs-dir runs/lowrank_icl_bench   # keep the runs (export)
 """
@@ -44,6 +45,8 @@ from hf_models.training import host_info  # noqa: E402
 
 PRESET = ROOT / "configs" / "models" / "lowrank_icl" / "small.json"
 DENSE = {"position_embedding_type": "dense", "attention_pattern": "full"}
+# the two flags one at a time: the low-rank model, the dense baseline, and low-rank positions with full attention
+VARIANTS = {"low_rank": {}, "dense": DENSE, "low_rank_positions_full_attention": {"attention_pattern": "full"}}
 METRICS = ("eval_accuracy", "eval_balanced_accuracy", "eval_f1", "eval_auroc", "eval_loss", "eval_positive_rate")
 
 
@@ -89,7 +92,7 @@ def quality_section(args):
         tmp = args.runs_dir or scratch
         for num_tables in args.quality_tables:
             config = ROOT / "configs" / "train" / f"lowrank_icl_table_bench_v{num_tables}.yaml"
-            for name, overrides in (("low_rank", {}), ("dense", DENSE)):
+            for name, overrides in VARIANTS.items():
                 folder = Path(tmp) / f"{name}_v{num_tables}"
                 cli = ["--output_dir", str(folder), "--model_overrides", json.dumps(overrides), "--precision", "no",
                        "--save_strategy", "no", "--disable_tqdm", "true"]  # fmt: skip
@@ -169,7 +172,7 @@ def main(argv=None):
     parser.add_argument("--speed-tables", type=int, nargs="+", default=[20, 200])
     parser.add_argument("--speed-batches", type=int, nargs="+", default=[64, 8])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quality-tables", type=int, nargs="+", default=[5, 20], choices=[5, 20])
+    parser.add_argument("--quality-tables", type=int, nargs="+", default=[3, 5, 20], choices=[3, 5, 20])
     parser.add_argument("--transfer-tables", type=int, nargs="+", default=[10, 30, 40])
     parser.add_argument("--steps", type=int, default=0, help="quality: training steps (default: the YAML's)")
     parser.add_argument("--runs-dir", help="quality: keep the run folders here (default: a temporary folder)")
