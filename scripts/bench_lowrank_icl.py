@@ -9,12 +9,12 @@ Sections:
   (L = 83) and V=200 (L = 803); the full causal attention of the dense baseline (scaled_dot_product_attention) beside
   them. Reported: seconds per step (median of rounds) and the masked / sparse ratio.
 - `quality`: the low-rank model (low-rank positions, table masks) against the dense baseline (dense positional table,
-  full causal attention: the original's TransformerModel) at V=3 (C=2), V=5 and V=20 (C=3) with the same budget
-  (configs/train/lowrank_icl_table_bench_v{3,5,20}.yaml: 64 wide, 6 blocks, 3000 steps of 64 balanced prompts),
-  and between them low-rank positions with full attention (one flag at a time), evaluated on 2000 prompts at the
-  natural class rates: accuracy, balanced accuracy, F1, AUROC, parameters, positional parameters, training seconds
-  per step (the run's wall time, evaluations included). Then the low-rank model trained at V=20 evaluated at V=10, 30, 40
-  (the dense table cannot read them).
+  full causal attention: the original's TransformerModel), and between them low-rank positions with full attention
+  (one flag at a time), at V=3 (C=2), V=5 and V=20 (C=3) with the same budget per V
+  (configs/train/lowrank_icl_table_bench_v{3,5,20}.yaml: 64 wide, 6 blocks, 3000 steps of 64 balanced prompts, 1000
+  at V=20), evaluated on 2000 prompts at the natural class rates: accuracy, balanced accuracy, F1, AUROC, parameters,
+  positional parameters, training seconds per step (the run's wall time, evaluations included). Then the low-rank
+  model trained at the largest V evaluated at V=10, 30, 40 (the dense table cannot read them).
 
 The results name the machine and go to benchmarks/lowrank_icl_<host kind>.json and .md (`--out` to change).
 
