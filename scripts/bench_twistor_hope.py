@@ -160,7 +160,8 @@ QUALITY_VARIANTS = {
 }
 
 
-def quality_section(args):
+def quality_section(args, save=lambda results: None):
+    """`save(results so far)` runs after each model, so an interrupted run keeps the models it finished."""
     import tempfile
 
     import bench_ngt_baseline as baseline
@@ -175,6 +176,7 @@ def quality_section(args):
     with tempfile.TemporaryDirectory() as tmp:
         for name in ["llama"] + [f"twistor_hope_{v}" for v in args.variants]:
             results[name] = baseline.run(name, args.steps, Path(tmp), max(1, args.steps // 20), "same_steps")
+            save({**results, "nanogpt_anchor_val_loss": baseline.NANOGPT_ANCHOR})
     results["nanogpt_anchor_val_loss"] = baseline.NANOGPT_ANCHOR
     return results
 
@@ -256,14 +258,23 @@ def main(argv=None):
         report["train"] = train_section(args)
     if "decode" in args.sections:
         report["decode"] = decode_section(args)
-    if "quality" in args.sections:
-        report["setup"]["steps"] = args.steps
-        report["quality"] = quality_section(args)
     default = f"twistor_hope_{'quality' if args.sections == ['quality'] else report['host']['kind']}"
     out = Path(args.out or ROOT / "benchmarks" / default)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(render_markdown(report))
+
+    def write():
+        out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        out.with_suffix(".md").write_text(render_markdown(report))
+
+    if "quality" in args.sections:
+        report["setup"]["steps"] = args.steps
+
+        def save(results):
+            report["quality"] = results
+            write()
+
+        report["quality"] = quality_section(args, save)
+    write()
     print(json.dumps({k: report[k] for k in ("train", "decode") if k in report}.get("train", {}).get("ratios", {})))
 
 
