@@ -16,7 +16,8 @@ TASKS = {task.name: task for task in (CausalLmTask(), ImageClassificationTask(),
 
 def task_for_config(config, origin="the model config"):
     """The task of a model config: the head its `architectures` names (what `save_pretrained` writes, so a saved
-    folder's task is read, never guessed), else the only task head registered for its config class."""
+    folder's task is read, never guessed), else the only task head registered for its config class (a class of the
+    task's Auto class named with the task's suffix)."""
     architectures = getattr(config, "architectures", None) or []
     named = {task.name for name in architectures for task in TASKS.values() if name.endswith(task.architecture_suffix)}
     if len(named) == 1:
@@ -47,14 +48,17 @@ def task_of_folder(folder):
 
 
 def _registered(task, config_class):
+    """Whether `config_class` has a head of `task`: a class registered with the task's Auto class whose name ends
+    with its suffix (a stock model's `...ForSequenceClassification` under `AutoModelForSequenceClassification` is no
+    prompt classifier)."""
     import transformers
 
     mapping = getattr(transformers, task.auto_class)._model_mapping
     try:
-        mapping[config_class]
+        head = mapping[config_class]
     except KeyError:
         return False
-    return True
+    return any(c.__name__.endswith(task.architecture_suffix) for c in (head if isinstance(head, tuple) else (head,)))
 
 
 __all__ = ["TASKS", "Task", "task_for_config", "task_of_folder"]

@@ -151,4 +151,5 @@ def test_every_shipped_train_config_parses_and_builds_its_model_config(config, t
     # the run's task is the one its model config names, and its data section is that task's
     task = task_of_run(model_args)
     assert isinstance(data_args, task.data_arguments)
-    assert task.name == ("image_classification" if "mnist" in config else "causal_lm")
+    expected = "image_classification" if "mnist" in config else "prompt_classification" if "table" in config else None
+    assert task.name == (expected or "causal_lm")

@@ -251,3 +251,16 @@ def test_a_run_sizes_the_dense_table_from_its_data(tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["num_tables"] == 3 and config["max_position_embeddings"] == 3 * 4 + 3
     assert json.loads((run / "eval_results.json").read_text())["eval_num_tables"] == 3
+
+
+def test_the_task_of_a_config_without_architectures():
+    """A config without `architectures` takes the only task whose head its architecture has: a stock Llama's
+    sequence classifier (registered with the same Auto class as the prompt classifier) is no prompt classifier."""
+    from transformers import LlamaConfig
+
+    from hf_models.tasks import task_for_config
+
+    assert task_for_config(LlamaConfig()).name == "causal_lm"
+    config = tiny_config()
+    config.architectures = None
+    assert task_for_config(config).name == "prompt_classification"
