@@ -157,7 +157,7 @@ def build_card(model, preprocessor, run_config, results, repo_id, license="apach
     """The model card: metadata (incl. a model-index with the measured results) and the body from the template; the
     task (`task`, else read from the model's config) gives its data, metrics and usage snippets. `preprocessor` is
     the model's tokenizer or processor; `sample` is the run's last generated sample ({step, prompt, text}), shown under
-    the results."""
+    the results; `figures` ([{file, alt, caption}], from the task) are shown under the training curve."""
     from ..tasks import task_for_config
 
     task = task or task_for_config(model.config)
