@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from transformers import AutoConfig
+from transformers.hf_argparser import string_to_bool
 
 from . import ARCHITECTURES
 from .hub import audit_folder
@@ -92,17 +93,9 @@ def _task_options():
         types = {item.name: item.type for item in dataclasses.fields(task.data_arguments)}
         for name, help_text in task.evaluate_options.items():
             kind = types.get(name)
-            parse = {int: int, int | None: int, float: float, float | None: float, bool: _yes_no}.get(kind, str)
+            parse = {int: int, int | None: int, float: float, float | None: float, bool: string_to_bool}.get(kind, str)
             options[name] = (help_text, parse)
     return options
-
-
-def _yes_no(text):
-    """A boolean option's value: true/false (also yes/no, 1/0)."""
-    value = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(text.lower())
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return value
 
 
 def _add_task_options(command):

@@ -25,6 +25,7 @@ class Task:
     loss_label = "loss"
     data_arguments = None  # the dataclass of the run's `data:` section
     evaluate_options: dict = {}
+    _defaults: dict = {}  # what a data field the run's section leaves out means (for `own_data`)
 
     def check_data(self, data_args):
         """Refuse data arguments that do not fit the task (a ValueError naming the field), before anything is written."""
@@ -41,8 +42,9 @@ class Task:
         raise NotImplementedError
 
     def own_data(self, data, options):
-        """Whether `options` (None = the run's own) evaluate what the run's `data` section evaluates."""
-        return not options
+        """Whether `options` (None = the run's own) evaluate what the run's `data` section evaluates: each option
+        equals the run's value (or, where the run leaves the field out, its default in `_defaults`)."""
+        return all(value == data.get(key, self._defaults.get(key)) for key, value in options.items())
 
     def load_preprocessor(self, source, run_dir):
         """The tokenizer / processor saved with the model in `source`, else in the run folder."""
@@ -80,6 +82,12 @@ class Task:
 def config_number(value):
     """A number as written in a config: 300.0 -> 300 (TrainingArguments keeps warmup_steps as a float), 0.25 as is."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def saved_folder(source, run_dir, file_name):
+    """Where a preprocessor was saved: `source` (an export or a checkpoint) when it holds `file_name`, else the run
+    folder (checkpoints written before the preprocessor was saved with them)."""
+    return source if (Path(source) / file_name).exists() else run_dir
 
 
 def local_source(source, resolve_path):

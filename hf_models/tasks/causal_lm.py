@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, 
 from ..data import bpe_tokenizer, char_tokenizer, gpt2_tokenizer, load_text_files, load_text_splits, pack_blocks
 from ..data.sources import hub_dataset_of
 from ..training.arguments import RUN_CONFIG_NAME, check_files, resolve_path
-from .base import Task
+from .base import Task, saved_folder
 
 
 SAMPLES_NAME = "samples.jsonl"
@@ -302,7 +302,7 @@ class CausalLmTask(Task):
         return evaluate_lm(model, tokenizer, pack_blocks(text, tokenizer, block_size), batch_size)
 
     def load_preprocessor(self, source, run_dir):
-        return AutoTokenizer.from_pretrained(source if (Path(source) / "tokenizer.json").exists() else run_dir)
+        return AutoTokenizer.from_pretrained(saved_folder(source, run_dir, "tokenizer.json"))
 
     def prepare_export(self, model, preprocessor, training):
         model.generation_config = GenerationConfig(

@@ -11,7 +11,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, se
 from ..data import image_processor_for, load_mnist, random_shift
 from ..data.sources import hub_dataset_of
 from ..training.arguments import resolve_path
-from .base import Task, config_number, local_source
+from .base import Task, config_number, local_source, saved_folder
 
 
 USAGE = """```python
@@ -143,9 +143,6 @@ class ImageClassificationTask(Task):
         results.update(eval_split=data_args.eval_split, eval_examples=len(eval_split))
         return results
 
-    def own_data(self, data, options):
-        return all(value == data.get(key, self._defaults.get(key)) for key, value in options.items())
-
     @torch.no_grad()
     def evaluate_folder(self, folder, data, options, batch_size, recorded):
         """Accuracy (through `evaluate`) and mean cross-entropy on the run's eval split: `eval_cross_entropy` plain,
@@ -182,8 +179,7 @@ class ImageClassificationTask(Task):
         return results
 
     def load_preprocessor(self, source, run_dir):
-        has_own = (Path(source) / "preprocessor_config.json").exists()
-        return AutoImageProcessor.from_pretrained(source if has_own else run_dir)
+        return AutoImageProcessor.from_pretrained(saved_folder(source, run_dir, "preprocessor_config.json"))
 
     def run_pipeline(self, folder, inputs, top_k=1, timeout=600):
         """`inputs`: PIL images; the outputs: per image its `top_k` [{label, score}]; `info` also names the image

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification, set_seed
 
 from ..data.table_connectivity import check_task_arguments, table_connectivity
-from .base import Task
+from .base import Task, saved_folder
 
 
 USAGE = """```python
@@ -171,9 +171,6 @@ class PromptClassificationTask(Task):
         results.update(eval_num_tables=config.num_tables, eval_examples=len(eval_split))
         return results
 
-    def own_data(self, data, options):
-        return all(value == data.get(key, self._defaults.get(key)) for key, value in options.items())
-
     @torch.no_grad()
     def evaluate_folder(self, folder, data, options, batch_size, recorded):
         """The binary metrics and the mean binary cross-entropy on a freshly generated evaluation set (the run's
@@ -203,10 +200,7 @@ class PromptClassificationTask(Task):
         return results
 
     def load_preprocessor(self, source, run_dir):
-        from pathlib import Path
-
-        has_own = (Path(source) / "preprocessor_config.json").exists()
-        return AutoFeatureExtractor.from_pretrained(source if has_own else run_dir)
+        return AutoFeatureExtractor.from_pretrained(saved_folder(source, run_dir, "preprocessor_config.json"))
 
     def figures(self, model, folder):
         """The attention-mask PNG of the model's layers (`hf_models.lowrank_icl.visualize_lowrank_icl`)."""
