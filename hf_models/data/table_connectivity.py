@@ -16,28 +16,6 @@ feature vectors, so the features are the model's and a user's tables are read th
 
 import itertools
 import random
-from collections import deque
-
-
-def connectivity_label(tables, query):
-    """+1 if a table holding query[0] reaches a table holding query[1] through shared columns (BFS), else -1."""
-    holders = {}
-    for index, columns in enumerate(tables):
-        for column in columns:
-            holders.setdefault(column, set()).add(index)
-    start, goal = holders.get(query[0], set()), holders.get(query[1], set())
-    if not start or not goal:
-        return -1
-    seen, todo = set(start), deque(start)
-    while todo:
-        table = todo.popleft()
-        if table in goal:
-            return 1
-        for column in tables[table]:
-            for neighbour in holders[column] - seen:
-                seen.add(neighbour)
-                todo.append(neighbour)
-    return -1
 
 
 def sample_tables(rng, num_tables, num_columns, edge_probability):
@@ -51,7 +29,8 @@ def sample_tables(rng, num_tables, num_columns, edge_probability):
 
 
 def _components(tables):
-    """Column id -> component number of the sharing graph (columns that are in some table only)."""
+    """Column id -> component of the sharing graph (tables joined when they share a column id; union-find), for the
+    columns that are in some table."""
     parent = list(range(len(tables)))
 
     def root(i):
@@ -68,6 +47,17 @@ def _components(tables):
             else:
                 first_holder[column] = index
     return {column: root(holder) for column, holder in first_holder.items()}
+
+
+def _label(component, query):
+    a, b = (component.get(column) for column in query)
+    return 1 if a is not None and a == b else -1
+
+
+def connectivity_label(tables, query):
+    """+1 if a table holding query[0] is connected to a table holding query[1] through shared columns (the same table
+    counts), else -1 (also when a query column is in no table)."""
+    return _label(_components(tables), query)
 
 
 def sample_prompt(rng, num_tables, num_columns, edge_probability, label=None):
@@ -90,11 +80,9 @@ def sample_prompt(rng, num_tables, num_columns, edge_probability, label=None):
         else:
             if sum(len(members) ** 2 for members in groups.values()) == vocabulary**2:
                 continue  # every pair of ids is connected: these tables have no negative query
-            while True:  # rejection: negatives are the common case
+            query = [rng.randrange(vocabulary), rng.randrange(vocabulary)]
+            while _label(component, query) == 1:  # rejection: negatives are the common case
                 query = [rng.randrange(vocabulary), rng.randrange(vocabulary)]
-                a, b = (component.get(c) for c in query)
-                if a is None or b is None or a != b:
-                    break
         return {"tables": tables, "query": query, "label": label}
 
 
