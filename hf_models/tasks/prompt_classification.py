@@ -130,7 +130,9 @@ class PromptClassificationTask(Task):
     def check_data(self, data_args):
         if data_args.prompt_task not in PROMPT_TASKS:
             raise ValueError(f"data.prompt_task={data_args.prompt_task!r} is not one of {PROMPT_TASKS}")
-        check_task_arguments(data_args.num_tables or 1, data_args.num_columns or 1, data_args.edge_probability, "data")
+        # None takes the model's V or C (checked with its config); a given value is checked here
+        given = [1 if value is None else value for value in (data_args.num_tables, data_args.num_columns)]
+        check_task_arguments(*given, data_args.edge_probability, "data")
         for name in ("num_train_examples", "eval_examples"):
             value = getattr(data_args, name)
             if value < (0 if name == "num_train_examples" else 1):

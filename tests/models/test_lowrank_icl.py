@@ -264,3 +264,17 @@ def test_the_task_of_a_config_without_architectures():
     config = tiny_config()
     config.architectures = None
     assert task_for_config(config).name == "prompt_classification"
+
+
+def test_prompt_data_arguments_are_checked_by_name():
+    from hf_models.tasks.prompt_classification import PromptClassificationTask, PromptDataArguments
+
+    task = PromptClassificationTask()
+    task.check_data(PromptDataArguments())  # V and C default to the model's
+    for fields, message in (({"num_tables": 0}, "data: num_tables=0 is invalid"),
+                            ({"num_columns": 0}, "data: num_columns=0 is invalid"),
+                            ({"edge_probability": 1.5}, "data: edge_probability=1.5 is invalid"),
+                            ({"eval_seed": 0}, "data.eval_seed=0 equals data.data_seed_base"),
+                            ({"prompt_task": "sorting"}, "data.prompt_task='sorting' is not one of")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            task.check_data(PromptDataArguments(**fields))
