@@ -7,6 +7,12 @@ Sections (all on the small preset, hidden_size 128, twistor and cell width 256, 
   the anchor `torch.nn.LSTM` of the same width and depth (input 256, hidden 256, 2 layers, between an embedding and
   an LM head; PyTorch's native fused recurrent kernel). The fused path also runs under bf16 autocast where the CPU
   has native bf16. Reported: seconds per step (median of rounds), tokens/s, ratios.
+- `ceiling`: how fast any implementation of the same arithmetic could be on this machine. Every matrix product of
+  one fused training step is recorded with its shape (m x k times k x n) under a dispatch mode; each distinct shape
+  is then timed alone in this process (float32 and bfloat16), and the step's matmul time at those rates is summed.
+  The recurrence forces m = batch (8) for the per-step products, which run far below the machine's large-matmul
+  rate, so this sum is a floor for the step no matter how the per-step work is fused; reference time over that
+  floor is the largest speedup reachable without changing the arithmetic.
 - `decode`: greedy decoding with the recurrent state: milliseconds per new token after prompts of 64, 256, 512 and
   1024 tokens (the state has a fixed size, so the cost should not grow with the position).
 - `quality`: nanoGPT's baby-GPT recipe on tinyshakespeare characters (configs/train/twistor_hope_tinyshakespeare_baby.yaml,
@@ -17,7 +23,7 @@ Sections (all on the small preset, hidden_size 128, twistor and cell width 256, 
 
 The results name the machine and go to benchmarks/twistor_hope_<host kind>.json and .md.
 
-    python scripts/bench_twistor_hope.py                   # train and decode, ~4 minutes on 2 cores
+    python scripts/bench_twistor_hope.py                   # train, ceiling and decode, ~5 minutes on 2 cores
     python scripts/bench_twistor_hope.py --sections quality --variants full no_memory no_nested no_mobius  # ~1 hour
     python scripts/bench_twistor_hope.py --sections decode --rounds 2 --out /tmp/smoke
 """
@@ -130,6 +136,68 @@ def train_section(args):
     return results
 
 
+class _MatmulShapes(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the (m, k, n) of every mm / addmm / bmm dispatched while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        packet = getattr(func, "overloadpacket", None)
+        if packet in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm):
+            left, right = (args[1], args[2]) if packet is torch.ops.aten.addmm else (args[0], args[1])
+            batch = left.shape[0] if left.dim() == 3 else 1
+            key = (batch, left.shape[-2], left.shape[-1], right.shape[-1])
+            self.counts[key] = self.counts.get(key, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+def _matmul_seconds(shape, dtype, budget=0.2):
+    """Seconds per product of one shape, alone, at this process's thread count."""
+    batch, m, k, n = shape
+    left, right = torch.randn(batch, m, k, dtype=dtype), torch.randn(batch, k, n, dtype=dtype)
+    for _ in range(3):
+        torch.matmul(left, right)
+    repeats = max(3, min(2000, int(budget / max(1e-6, 2 * batch * m * k * n / 5e10))))
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.matmul(left, right)
+    return (time.perf_counter() - start) / repeats
+
+
+def ceiling_section(args, reference_seconds=None):
+    """The matmul floor of one fused training step (see the module docstring)."""
+    ids = torch.randint(0, VOCAB, (args.batch, args.length), generator=torch.Generator().manual_seed(0))
+    model = twistor("fused").train()
+    with _MatmulShapes() as recorder:
+        model(ids, labels=ids).loss.backward()
+    flops = {shape: 2 * shape[0] * shape[1] * shape[2] * shape[3] * count for shape, count in recorder.counts.items()}
+    sequential = {shape for shape in recorder.counts if shape[1] <= args.batch}  # the per-step products (m = batch)
+    results = {
+        "gflop_per_step": round(sum(flops.values()) / 1e9, 3),
+        "gflop_in_per_step_products": round(sum(flops[s] for s in sequential) / 1e9, 3),
+        "distinct_shapes": len(flops),
+    }
+    for dtype, name in ((torch.float32, "float32"), (torch.bfloat16, "bfloat16")):
+        seconds = {shape: _matmul_seconds(shape, dtype) * recorder.counts[shape] for shape in recorder.counts}
+        floor = sum(seconds.values())
+        entry = {
+            "matmul_floor_s": round(floor, 4),
+            "per_step_products_s": round(sum(seconds[s] for s in sequential), 4),
+            "per_step_products_gflops": round(
+                sum(flops[s] for s in sequential) / max(1e-9, sum(seconds[s] for s in sequential)) / 1e9, 1
+            ),
+        }
+        big = _matmul_seconds((1, 1024, 1024, 1024), dtype)
+        entry["large_matmul_gflops"] = round(2 * 1024**3 / big / 1e9, 1)
+        if reference_seconds:
+            entry["max_speedup_over_reference"] = round(reference_seconds / floor, 2)
+        results[name] = entry
+        print(f"ceiling {name}: {entry}", flush=True)
+    return results
+
+
 @torch.no_grad()
 def decode_section(args):
     model = twistor("fused").eval()
@@ -206,6 +274,26 @@ def render_markdown(report):
         lines += ["", "Ratios: " + ", ".join(f"{k} {v}x" for k, v in train["ratios"].items()), "",
                   f"Parameters: Twistor-HOPE {train['parameters']['twistor_hope']:,}, LSTM anchor "
                   f"{train['parameters']['lstm']:,}.", ""]  # fmt: skip
+    if "ceiling" in report:
+        ceiling = report["ceiling"]
+        lines += [
+            "## Matmul floor of the fused training step",
+            "",
+            f"{ceiling['gflop_per_step']} GFLOP of matrix products per step ({ceiling['distinct_shapes']} shapes), "
+            f"{ceiling['gflop_in_per_step_products']} GFLOP of them in the per-step products of the recurrence "
+            f"(m = batch). Each shape timed alone here; the sum is what the products cost even with zero overhead "
+            "around them.",
+            "",
+            "| dtype | matmul floor s / step | per-step products s | their GFLOP/s | large-matmul GFLOP/s | "
+            "largest speedup over the reference |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name in ("float32", "bfloat16"):
+            entry = ceiling[name]
+            lines.append(f"| {name} | {entry['matmul_floor_s']} | {entry['per_step_products_s']} | "
+                         f"{entry['per_step_products_gflops']} | {entry['large_matmul_gflops']} | "
+                         f"{entry.get('max_speedup_over_reference', '-')} |")  # fmt: skip
+        lines.append("")
     if "decode" in report:
         decode = report["decode"]
         lines += ["## Greedy decoding with the recurrent state (batch 1)", "", "| prompt tokens | ms / new token |",
@@ -233,7 +321,9 @@ def render_markdown(report):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", nargs="+", default=["train", "decode"], choices=["train", "decode", "quality"])
+    parser.add_argument(
+        "--sections", nargs="+", default=["train", "ceiling", "decode"], choices=["train", "ceiling", "decode", "quality"]
+    )
     parser.add_argument("--variants", nargs="+", default=["full"], choices=list(QUALITY_VARIANTS))
     parser.add_argument("--steps", type=int, default=2000, help="quality: training steps per model")
     parser.add_argument("--batch", type=int, default=8)
@@ -256,6 +346,9 @@ def main(argv=None):
         report["command"] = "python " + " ".join(["scripts/bench_twistor_hope.py", *sys.argv[1:]])
     if "train" in args.sections:
         report["train"] = train_section(args)
+    if "ceiling" in args.sections:
+        reference = report.get("train", {}).get("reference", {}).get("median_s")
+        report["ceiling"] = ceiling_section(args, reference)
     if "decode" in args.sections:
         report["decode"] = decode_section(args)
     default = f"twistor_hope_{'quality' if args.sections == ['quality'] else report['host']['kind']}"

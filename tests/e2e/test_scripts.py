@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from huggingface_hub import ModelCard
 
 
@@ -56,7 +57,7 @@ def test_baseline_benchmark_smoke(tmp_path, shared_data):
 @pytest.mark.slow
 def test_twistor_hope_benchmark_smoke(tmp_path, shared_data):
     out = tmp_path / "twistor"
-    _script("bench_twistor_hope.py", "--sections", "train", "decode", "quality", "--variants", "no_mobius",
+    _script("bench_twistor_hope.py", "--sections", "train", "ceiling", "decode", "quality", "--variants", "no_mobius",
             "--steps", "8", "--length", "8", "--rounds", "1", "--reference-rounds", "1", "--positions", "4", "16",
             "--decode-tokens", "2", "--out", str(out))  # fmt: skip
     report = json.loads(out.with_suffix(".json").read_text())
@@ -65,10 +66,34 @@ def test_twistor_hope_benchmark_smoke(tmp_path, shared_data):
         assert report["train"][path]["median_s"] > 0
     assert report["train"]["ratios"]["fused_over_reference_speedup"] > 0
     assert set(report["decode"]) == {"4", "16", "last_over_first"}
+    ceiling = report["ceiling"]
+    assert 0 < ceiling["gflop_in_per_step_products"] < ceiling["gflop_per_step"]
+    for dtype in ("float32", "bfloat16"):
+        assert 0 < ceiling[dtype]["per_step_products_s"] < ceiling[dtype]["matmul_floor_s"]
+        assert ceiling[dtype]["max_speedup_over_reference"] > 0
+    assert "## Matmul floor of the fused training step" in out.with_suffix(".md").read_text()
     quality = report["quality"]
     assert quality["llama"]["steps"] == quality["twistor_hope_no_mobius"]["steps"] == 8
     assert quality["twistor_hope_no_mobius"]["model_type"] == "hfm_twistor_hope"
     assert "| twistor_hope_no_mobius |" in out.with_suffix(".md").read_text()
+
+
+def test_twistor_hope_ceiling_counts_the_flops_torch_counts():
+    """The benchmark's shape recorder sees every matrix product: its FLOPs equal torch's own counter's."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_twistor_hope as bench
+
+    model = bench.twistor("fused").train()
+    ids = torch.randint(0, bench.VOCAB, (2, 6), generator=torch.Generator().manual_seed(0))
+    with bench._MatmulShapes() as recorder:
+        model(ids, labels=ids).loss.backward()
+    with FlopCounterMode(display=False) as counter:
+        model(ids, labels=ids).loss.backward()
+    ours = sum(2 * b * m * k * n * count for (b, m, k, n), count in recorder.counts.items())
+    assert ours == counter.get_total_flops() > 0
+    assert any(m == 2 for _, m, _, _ in recorder.counts)  # the per-step products have the batch as rows
 
 
 @pytest.mark.slow
