@@ -322,7 +322,10 @@ def render_markdown(report):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--sections", nargs="+", default=["train", "ceiling", "decode"], choices=["train", "ceiling", "decode", "quality"]
+        "--sections",
+        nargs="+",
+        default=["train", "ceiling", "decode"],
+        choices=["train", "ceiling", "decode", "quality"],
     )
     parser.add_argument("--variants", nargs="+", default=["full"], choices=list(QUALITY_VARIANTS))
     parser.add_argument("--steps", type=int, default=2000, help="quality: training steps per model")
