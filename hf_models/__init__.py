@@ -16,6 +16,7 @@ from .lowrank_icl import (  # noqa: E402
 )
 from .mhc import MhcConfig, MhcForCausalLM, MhcForImageClassification, MhcModel  # noqa: E402
 from .ngt import NgtConfig, NgtForCausalLM, NgtModel  # noqa: E402
+from .titans_ts import TitansTsConfig, TitansTsForPrediction, TitansTsMemoryState, TitansTsModel  # noqa: E402
 from .twistor_hope import (  # noqa: E402
     TwistorHopeConfig,
     TwistorHopeForCausalLM,
@@ -24,7 +25,7 @@ from .twistor_hope import (  # noqa: E402
 )
 
 
-ARCHITECTURES = ("ngt", "mhc", "twistor_hope", "lowrank_icl")
+ARCHITECTURES = ("ngt", "mhc", "twistor_hope", "lowrank_icl", "titans_ts")
 
 __all__ = [
     "ARCHITECTURES",
@@ -39,6 +40,10 @@ __all__ = [
     "NgtConfig",
     "NgtForCausalLM",
     "NgtModel",
+    "TitansTsConfig",
+    "TitansTsForPrediction",
+    "TitansTsMemoryState",
+    "TitansTsModel",
     "TwistorHopeConfig",
     "TwistorHopeForCausalLM",
     "TwistorHopeForSequenceClassification",

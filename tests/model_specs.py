@@ -176,6 +176,54 @@ TWISTOR_INVALID = {
     "mobius_coupling": float("inf"),
 }
 
+
+def series_inputs(config, batch=2, seq=None, seed=0):
+    """A random context and future at the config's lengths (`seq` does not apply: the forecaster reads
+    context_length steps)."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (batch, config.context_length, config.num_input_channels)
+    return {
+        "past_values": torch.randn(shape, generator=generator) * 3 + 1,
+        "future_values": torch.randn(batch, config.prediction_length, config.num_input_channels, generator=generator),
+    }
+
+
+def series_backbone_inputs(config, batch=2, seq=16, seed=0):
+    """A random series of `seq` steps for the backbone (which reads any length)."""
+    generator = torch.Generator().manual_seed(seed)
+    return {"past_values": torch.randn(batch, seq, config.num_input_channels, generator=generator)}
+
+
+def split_series(inputs, at):
+    """`past_values` cut into two calls at the last segment boundary at or before time step `at` (the backbone's
+    hidden states of a stream equal one pass where chunks end on segment boundaries; the tiny config's patches do not
+    overlap: patch_length == patch_stride)."""
+    config = hf_models.TitansTsConfig.from_pretrained(str(CONFIGS / "titans_ts" / "tiny.json"))
+    assert config.patch_length == config.patch_stride
+    step = config.patch_length * config.segment_length
+    cut = max(step, at // step * step)
+    values = inputs["past_values"]
+    return {"past_values": values[:, :cut]}, {"past_values": values[:, cut:]}
+
+
+TITANS_AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForTimeSeriesPrediction")
+TITANS_INVALID = {
+    "hidden_size": 31,  # not divisible by the tiny config's 2 attention heads
+    "context_length": 1,  # shorter than a patch
+    "patch_stride": 0,
+    "scaling": "robust",
+    "neural_memory_layers": [5],
+    "memory_chunk_size": 0,
+    "memory_batch_size": 3,  # not a multiple of the chunk size 2
+    "memory_momentum_order": 0,
+    "memory_max_lr": float("nan"),
+    "memory_implementation": "triton",
+    "memory_qk_rmsnorm": "yes",
+    "loss": "huber",
+    "hidden_dropout": 1.0,
+    "hidden_act": "foo",
+}
+
 SPECS = [
     ModelSpec(
         name="ngt-causal-lm",
@@ -286,5 +334,42 @@ SPECS = [
         input_kind="features",
         supports_attention_mask=False,
         invalid_config_values=LOWRANK_ICL_INVALID,
+    ),
+    ModelSpec(
+        name="titans-ts-forecaster",
+        package="titans_ts",
+        config_class=hf_models.TitansTsConfig,
+        model_class=hf_models.TitansTsForPrediction,
+        auto_class="AutoModelForTimeSeriesPrediction",
+        all_auto_classes=TITANS_AUTO_CLASSES,
+        tiny_config=CONFIGS / "titans_ts" / "tiny.json",
+        make_inputs=series_inputs,
+        output_key="prediction_outputs",
+        input_kind="series",
+        supports_attention_mask=False,
+        invalid_config_values=TITANS_INVALID,
+    ),
+    ModelSpec(
+        name="titans-ts-backbone",
+        package="titans_ts",
+        config_class=hf_models.TitansTsConfig,
+        model_class=hf_models.TitansTsModel,
+        auto_class="AutoModel",
+        all_auto_classes=TITANS_AUTO_CLASSES,
+        tiny_config=CONFIGS / "titans_ts" / "tiny.json",
+        make_inputs=series_backbone_inputs,
+        output_key="last_hidden_state",
+        has_loss=False,
+        supports_attention_mask=False,
+        stateful=True,
+        state_output_key="memory_state",
+        state_input_kwarg="memory_state",
+        split_inputs=split_series,
+        input_kind="series_backbone",
+        invalid_config_values=TITANS_INVALID,
+        skips={
+            "trainer": "Trainer optimises a loss; the backbone has no head (covered through the forecaster)",
+            "labels": "a backbone takes no labels",
+        },
     ),
 ]

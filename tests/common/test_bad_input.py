@@ -231,6 +231,8 @@ def test_labels_shape_mismatch(spec):
     model = spec.build().eval()
     if not spec.has_loss:
         skip_if_listed(spec, "labels")
+    if spec.input_kind == "series":
+        pytest.skip(f"{spec.name}: a forecaster's labels are future_values, whose shapes test_series_inputs checks")
     inputs = spec.make_inputs(model.config, batch=2, seq=8)
     labels = inputs.pop("labels")
     expected = re.escape(f"got {tuple(labels[:, :5].shape if labels.dim() == 2 else labels[:1].shape)}")
