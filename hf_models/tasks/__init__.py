@@ -7,11 +7,15 @@ from pathlib import Path
 
 from .base import Task
 from .causal_lm import CausalLmTask
+from .forecasting import ForecastingTask
 from .image_classification import ImageClassificationTask
 from .prompt_classification import PromptClassificationTask
 
 
-TASKS = {task.name: task for task in (CausalLmTask(), ImageClassificationTask(), PromptClassificationTask())}
+TASKS = {
+    task.name: task
+    for task in (CausalLmTask(), ImageClassificationTask(), PromptClassificationTask(), ForecastingTask())
+}
 
 
 def task_for_config(config, origin="the model config"):

@@ -49,15 +49,11 @@ class TitansTsMemoryState:
     learned into the next window or chunk. `detach()` cuts the graph (carry it across optimizer steps that way);
     `seen_tokens` counts the patch tokens written so far."""
 
-    def __init__(self, layers, num_channels, seen_tokens=0):
+    def __init__(self, layers, num_channels, batch_size, seen_tokens=0):
         self.layers = layers  # {block index: (weights, momenta or None)}
         self.num_channels = num_channels
+        self.batch_size = batch_size
         self.seen_tokens = seen_tokens
-
-    @property
-    def batch_size(self):
-        weights = next(iter(self.layers.values()))[0]
-        return weights[0].shape[0] // self.num_channels
 
     def detach(self):
         """The same state without autograd history."""
@@ -68,7 +64,7 @@ class TitansTsMemoryState:
             )
             for index, (weights, momenta) in self.layers.items()
         }
-        return TitansTsMemoryState(layers, self.num_channels, self.seen_tokens)
+        return TitansTsMemoryState(layers, self.num_channels, self.batch_size, self.seen_tokens)
 
     def __repr__(self):
         return (f"TitansTsMemoryState(blocks={sorted(self.layers)}, batch={self.batch_size}, "
@@ -87,12 +83,12 @@ class TitansTsModelOutput(ModelOutput):
 
 @dataclass
 class TitansTsForPredictionOutput(ModelOutput):
-    """loss: with `future_values`; prediction_outputs: (batch, prediction_length, channels) in the input's scale; loc
-    and scale: the per-window, per-channel statistics (batch, 1, channels); memory_state: with `use_cache=True`."""
+    """loss: with `future_values`; prediction_outputs: (batch, prediction_length, channels) in the input's scale;
+    hidden_states: with `output_hidden_states`, the backbone's; loc and scale: the per-window, per-channel statistics
+    (batch, 1, channels); memory_state: with `use_cache=True`. (PatchTSTForPrediction's fields.)"""
 
     loss: torch.FloatTensor | None = None
     prediction_outputs: torch.FloatTensor | None = None
-    last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple | None = None
     loc: torch.FloatTensor | None = None
     scale: torch.FloatTensor | None = None
@@ -180,8 +176,10 @@ class TitansTsNeuralMemory(nn.Module):
         return self.out_proj(x.transpose(1, 2).flatten(-2))
 
     def retrieve(self, x, state):
-        """M*(q_t) for every token of x with the weights of `state` (no write)."""
-        return self._merge(memory_mlp(state[0], self._heads(x, self.to_queries, self.query_norm)))
+        """M*(q_t) for every token of x with the weights of `state` (no write), outside autocast as `forward`."""
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.to(self.to_queries.weight.dtype)
+            return self._merge(memory_mlp(state[0], self._heads(x, self.to_queries, self.query_norm)))
 
     def _chunk_gates(self, x, lrs):
         """Per-chunk gates from the chunk summaries x̄_c (N, C, D): each (N, H, C[, ...])."""
@@ -213,7 +211,12 @@ class TitansTsNeuralMemory(nn.Module):
 
     def forward(self, x, state):
         """Write x (N, T, D) into the memory chunk by chunk; returns (the chunk-causal retrieval M*(q_t) (N, T, D), the
-        new (weights, momenta))."""
+        new (weights, momenta)). Under autocast the memory computes in the model's dtype (float32 in mixed precision):
+        its weights accumulate many small updates, which bfloat16's 8-bit mantissa would round away."""
+        with torch.autocast(x.device.type, enabled=False):
+            return self._write(x.to(self.to_keys.weight.dtype), state)
+
+    def _write(self, x, state):
         queries = self._heads(x, self.to_queries, self.query_norm)
         keys = self._heads(x, self.to_keys, self.key_norm)
         values = self._heads(x, self.to_values)
@@ -347,7 +350,7 @@ class TitansTsModel(TitansTsPreTrainedModel):
         n = batch_size * self.config.num_input_channels
         layers = {i: block.memory.initial_state(n, dtype, device) for i, block in enumerate(self.layers)
                   if block.memory is not None}  # fmt: skip
-        return TitansTsMemoryState(layers, self.config.num_input_channels)
+        return TitansTsMemoryState(layers, self.config.num_input_channels, batch_size)
 
     def _check_state(self, state, batch):
         if not isinstance(state, TitansTsMemoryState):
@@ -403,7 +406,8 @@ class TitansTsModel(TitansTsPreTrainedModel):
 
         state = None
         if use_cache:
-            state = TitansTsMemoryState(layers, config.num_input_channels, memory_state.seen_tokens + tokens.shape[1])
+            seen = memory_state.seen_tokens + tokens.shape[1]
+            state = TitansTsMemoryState(layers, config.num_input_channels, batch, seen)
         return_dict = return_dict if return_dict is not None else config.return_dict
         output = TitansTsModelOutput(
             last_hidden_state=time_major(hidden),
@@ -461,7 +465,6 @@ class TitansTsForPrediction(TitansTsPreTrainedModel):
         output = TitansTsForPredictionOutput(
             loss=loss,
             prediction_outputs=forecast,
-            last_hidden_state=outputs.last_hidden_state,
             hidden_states=outputs.hidden_states,
             loc=loc,
             scale=scale,
