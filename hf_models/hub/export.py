@@ -274,7 +274,7 @@ def _write_export(staging, out_dir, run_dir, source, model, preprocessor, task, 
     training_curve(log_history, staging / "training_curve.png", loss_label=task.loss_label)
     card_repo = repo_id or str(out_dir.resolve())
     sample = task.export_sample(run_dir) if source == run_dir else None  # a checkpoint's sample is not known
-    figures = task.figures(model, staging)
+    figures = task.figures(model, staging, run_config.get("data") or {})
     card = build_card(model, preprocessor, run_config, results, card_repo, sample=sample, task=task, figures=figures)
     card.save(staging / "README.md")
     (staging / IN_PROGRESS_NAME).unlink()  # written in full: audited as it will be published

@@ -339,6 +339,35 @@ def run_isolated_prompt_classifier(folder, prompts, timeout=600):
         return info.pop("answers"), info
 
 
+_FORECAST_CHILD = r"""
+import sys
+sys.modules["hf_models"] = None  # the package under test must not be importable here
+import json
+import torch
+import transformers
+
+folder, series_path = sys.argv[1], sys.argv[2]
+forecaster = transformers.pipeline(model=folder, trust_remote_code=True)
+series = [torch.tensor(s) for s in json.load(open(series_path, encoding="utf-8"))]
+forecasts = forecaster(series)
+print(json.dumps({"forecasts": forecasts, "task": forecaster.task, "model_module": type(forecaster.model).__module__,
+                  "pipeline": type(forecaster).__name__, "pipeline_module": type(forecaster).__module__}))
+"""
+
+
+def run_isolated_forecasting_pipeline(folder, series, timeout=600):
+    """`pipeline(model=folder, trust_remote_code=True)` (the task from the config's `custom_pipelines`) in a child
+    process without hf_models, forecasting each of `series` ((time, channels) values); returns `(forecasts, info)`
+    with the child's task, pipeline class and model module."""
+    folder = Path(folder).resolve()
+    with tempfile.TemporaryDirectory(prefix="hfm_isolated_") as tmp:
+        tmp = Path(tmp)
+        path = tmp / "series.json"
+        path.write_text(json.dumps([torch.as_tensor(s, dtype=torch.float32).tolist() for s in series]), encoding="utf-8")
+        info = _run_child(tmp, _FORECAST_CHILD, [folder, path], f"isolated forecasting pipeline on {folder}", timeout)
+        return info.pop("forecasts"), info
+
+
 def run_isolated(folder, auto_class, inputs, max_new_tokens=0, timeout=600):
     """Load `folder` with `transformers.<auto_class>.from_pretrained(..., trust_remote_code=True)` in a child process
     without hf_models, run it on `inputs` (a dict of tensors) and return `(outputs, info)`.

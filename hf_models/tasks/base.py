@@ -65,9 +65,9 @@ class Task:
         `(outputs, info)`, where `info["model_module"]` names the module the model class came from."""
         raise NotImplementedError
 
-    def figures(self, model, folder):
-        """Figures the export adds beside the training curve: writes them into `folder` and returns
-        [{file, alt, caption}] for the card."""
+    def figures(self, model, folder, data):
+        """Figures the export adds beside the training curve (`data`: the run's data section, or {}): writes them
+        into `folder` and returns [{file, alt, caption}] for the card."""
         return []
 
     def export_sample(self, run_dir):

@@ -38,6 +38,13 @@ history = torch.randn({context}, {channels})  # your series: the last {context} 
 forecast = model(**processor(history)).prediction_outputs  # ({horizon} steps ahead, standardised scale)
 print(processor.post_process(forecast)[0])  # per channel, in the series' units
 ```
+
+```python
+from transformers import pipeline
+
+forecaster = pipeline(model="{repo_id}", trust_remote_code=True)  # time-series-forecasting, shipped with the model
+print(forecaster(history))  # {channel: [{horizon} values]}
+```
 """
 
 
@@ -54,7 +61,12 @@ class ForecastingDataArguments:
     context_length: int | None = field(default=None, metadata={"help": "steps read (default: the model's)"})
     prediction_length: int | None = field(default=None, metadata={"help": "steps forecast (default: the model's)"})
     train_stride: int = field(default=1, metadata={"help": "steps between training windows"})
-    max_eval_windows: int = field(default=0, metadata={"help": "validation windows during training (0: all)"})
+    max_validation_windows: int = field(
+        default=0, metadata={"help": "validation windows of the evaluations during training (0: all)"}
+    )
+    max_eval_windows: int = field(
+        default=0, metadata={"help": "windows of the final evaluation and of `hf-models evaluate` (0: all)"}
+    )
     drift_length: int = field(default=6000, metadata={"help": f"{SYNTHETIC}: steps"})
     drift_channels: int = field(default=3, metadata={"help": f"{SYNTHETIC}: channels"})
     drift_seed: int = field(default=0, metadata={"help": f"{SYNTHETIC}: seed"})
@@ -88,6 +100,21 @@ def compute_error_metrics(prediction):
 def _forecasts_only(outputs, labels):
     """`preprocess_logits_for_metrics`: keep only the forecasts of a batch's outputs (not the scales or states)."""
     return outputs[0] if isinstance(outputs, tuple) else outputs
+
+
+def forecaster_class(config):
+    """The class that builds or loads a forecaster of `config`: `AutoModelForTimeSeriesPrediction`, else the stock
+    transformers class its `architectures` names (PatchTST and PatchTSMixer predict through their own `...ForPrediction`
+    classes, which that Auto class does not map)."""
+    import transformers
+
+    if type(config) in AutoModelForTimeSeriesPrediction._model_mapping:
+        return AutoModelForTimeSeriesPrediction
+    for name in getattr(config, "architectures", None) or []:
+        if name.endswith("ForPrediction") and hasattr(transformers, name):
+            return getattr(transformers, name)
+    raise ValueError(f"{type(config).__name__} has no forecaster: neither AutoModelForTimeSeriesPrediction nor its "
+                     f"architectures {getattr(config, 'architectures', None)} name a ...ForPrediction class")
 
 
 def processor_for(splits, config):
@@ -190,7 +217,8 @@ class ForecastingTask(Task):
         if data_args.protocol not in (None, "ett", "ratio"):
             raise ValueError(f"data.protocol={data_args.protocol!r} is invalid: must be 'ett' or 'ratio'")
         for name, minimum in (("context_length", 1), ("prediction_length", 1), ("train_stride", 1),
-                              ("max_eval_windows", 0), ("drift_length", 100), ("drift_channels", 1)):  # fmt: skip
+                              ("max_validation_windows", 0), ("max_eval_windows", 0), ("drift_length", 100),
+                              ("drift_channels", 1)):  # fmt: skip
             value = getattr(data_args, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
                 raise ValueError(f"data.{name}={value!r} is invalid: must be an integer >= {minimum}")
@@ -202,13 +230,17 @@ class ForecastingTask(Task):
         for name in ("context_length", "prediction_length"):
             if data[name] is not None:
                 fields[name] = data[name]
-        config = run.model_config(**fields)
+        from ..titans_ts.processing_titans_ts import CUSTOM_PIPELINES
+
+        # the pipeline ships in the processor's file, which every run folder, checkpoint and export holds
+        config = run.model_config(**fields, custom_pipelines=CUSTOM_PIPELINES)
         set_seed(training_args.seed)
-        model = AutoModelForTimeSeriesPrediction.from_config(config)
+        model_class = forecaster_class(config)
+        model = model_class.from_config(config) if model_class is AutoModelForTimeSeriesPrediction else model_class(config)
         processor = processor_for(splits, config)
         context, horizon = config.context_length, config.prediction_length
         train_split = splits.dataset("train", context, horizon, stride=data_args.train_stride)
-        eval_split = splits.dataset("validation", context, horizon, limit=data_args.max_eval_windows)
+        eval_split = splits.dataset("validation", context, horizon, limit=data_args.max_validation_windows)
         training_args.remove_unused_columns = False  # the transform reads the window starts
         training_args.label_names = ["future_values"]
         trainer = run.trainer(
@@ -226,7 +258,7 @@ class ForecastingTask(Task):
         results = {key: float(value) for key, value in trainer.evaluate(eval_split).items()}
         test = evaluate_forecaster(model, splits, data_args.eval_split, data_args.mode,
                                    training_args.per_device_eval_batch_size, data_args.online_lr,
-                                   data_args.sparse_step, denormalize=data_args.denormalize)  # fmt: skip
+                                   data_args.sparse_step, data_args.max_eval_windows, data_args.denormalize)  # fmt: skip
         results.update({f"test_{k}": v for k, v in test.items()}, test_split=data_args.eval_split)
         results.update(series=splits.name, prediction_length=horizon, context_length=context)
         return results
@@ -237,7 +269,9 @@ class ForecastingTask(Task):
         if not data.get("series"):
             raise ValueError(f"{folder} holds a forecaster and no train_config.yaml naming its series; pass --series")
         split = data["eval_split"]
-        model = AutoModelForTimeSeriesPrediction.from_pretrained(folder)
+        from transformers import AutoConfig
+
+        model = forecaster_class(AutoConfig.from_pretrained(folder)).from_pretrained(folder)
         results = evaluate_forecaster(model, _splits(data), split, data["mode"], max(batch_size, 64),
                                       data["online_lr"], data["sparse_step"], data["max_eval_windows"],
                                       data["denormalize"])  # fmt: skip
@@ -245,6 +279,49 @@ class ForecastingTask(Task):
 
     def load_preprocessor(self, source, run_dir):
         return AutoFeatureExtractor.from_pretrained(saved_folder(source, run_dir, "preprocessor_config.json"))
+
+    @torch.no_grad()
+    def figures(self, model, folder, data):
+        """forecast.png: the last test window of the run's series, its history, the truth and the forecast, for the
+        last channel (the ETT target, oil temperature) and the first."""
+        if not data.get("series"):
+            return []
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        splits = _splits(data)
+        config = model.config
+        window = splits.dataset("test", config.context_length, config.prediction_length)[-1]
+        forecast = model.eval()(past_values=window["past_values"][None]).prediction_outputs[0].float()
+        channels = sorted({len(splits.columns) - 1, 0})
+        figure, axes = plt.subplots(len(channels), 1, figsize=(8, 2.6 * len(channels)), squeeze=False)
+        shown = min(config.context_length, 3 * config.prediction_length)
+        history = range(-shown, 0)
+        future = range(0, config.prediction_length)
+        for axis, channel in zip(axes[:, 0], channels, strict=True):
+            axis.plot(history, window["past_values"][-shown:, channel], color="0.4", label="history")
+            axis.plot(future, window["future_values"][:, channel], color="tab:blue", label="truth")
+            axis.plot(future, forecast[:, channel], color="tab:orange", label="forecast")
+            axis.axvline(0, color="0.8", linewidth=1)
+            axis.set_ylabel(f"{splits.columns[channel]} (standardised)")
+            axis.legend(loc="upper left", fontsize=8)
+        axes[-1, 0].set_xlabel("steps from the forecast start")
+        figure.tight_layout()
+        figure.savefig(folder / "forecast.png", dpi=100)
+        plt.close(figure)
+        mse = float((forecast - window["future_values"]).square().mean())
+        caption = (f"The last test window of {splits.name}: {shown} steps of history, the {config.prediction_length} "
+                   f"true steps and the forecast (this window's MSE {mse:.3f}, standardised)")  # fmt: skip
+        return [{"file": "forecast.png", "alt": "forecast", "caption": caption}]
+
+    def run_pipeline(self, folder, inputs, timeout=600):
+        """`inputs`: series (time, channels) in the series' units; `pipeline(model=folder, trust_remote_code=True)`
+        (the task read from the config's `custom_pipelines`) in a process without hf_models forecasts each."""
+        from ..hub.remote_code import run_isolated_forecasting_pipeline
+
+        return run_isolated_forecasting_pipeline(folder, inputs, timeout=timeout)
 
     def card_fields(self, model, preprocessor, data, training, results):
         config = model.config

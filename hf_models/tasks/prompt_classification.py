@@ -204,7 +204,7 @@ class PromptClassificationTask(Task):
     def load_preprocessor(self, source, run_dir):
         return AutoFeatureExtractor.from_pretrained(saved_folder(source, run_dir, "preprocessor_config.json"))
 
-    def figures(self, model, folder):
+    def figures(self, model, folder, data):
         """The attention-mask PNG of the model's layers (`hf_models.lowrank_icl.visualize_lowrank_icl`)."""
         from ..lowrank_icl.visualize_lowrank_icl import plot_masks
 

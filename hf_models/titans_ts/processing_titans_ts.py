@@ -4,11 +4,25 @@ and standard deviation of the training rows), and the context and prediction len
 
 The model scales every window by its own statistics, so its forecasts follow any per-channel affine change of the
 input; the processor's scaler puts inputs on the scale the metrics were measured on (and undoes it on the outputs).
-Shipped with the model (AutoProcessor / AutoFeatureExtractor with `trust_remote_code`): standard library and torch.
+
+The file also holds `TimeSeriesForecastingPipeline`, the `time-series-forecasting` pipeline that a forecaster's
+config names in `custom_pipelines` (transformers has no such pipeline of its own): it ships beside the processor, so
+`pipeline(model=<folder>, trust_remote_code=True)` returns forecasts. Standard library, torch and transformers only.
 """
 
 import torch
+from transformers import Pipeline
 from transformers.feature_extraction_utils import BatchFeature, FeatureExtractionMixin
+
+
+CUSTOM_PIPELINES = {
+    "time-series-forecasting": {
+        "impl": "processing_titans_ts.TimeSeriesForecastingPipeline",
+        "pt": ["AutoModelForTimeSeriesPrediction"],
+        "tf": [],
+        "type": "multimodal",
+    }
+}
 
 
 class TitansTsProcessor(FeatureExtractionMixin):
@@ -65,4 +79,29 @@ class TitansTsProcessor(FeatureExtractionMixin):
         return [{name: series[:, i].tolist() for i, name in enumerate(names)} for series in values]
 
 
-__all__ = ["TitansTsProcessor"]
+class TimeSeriesForecastingPipeline(Pipeline):
+    """`pipeline("time-series-forecasting")` for the forecasters of hf_models: a series (time, channels) in the
+    series' units (a tensor or an array; a list of them forecasts each) -> {channel name: forecast list}. The history
+    must hold at least the model's `context_length` steps (the last ones are read)."""
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = True
+    _load_tokenizer = False
+
+    def _sanitize_parameters(self, **kwargs):
+        if kwargs:
+            raise ValueError(f"time-series-forecasting takes no options; got {sorted(kwargs)}")
+        return {}, {}, {}
+
+    def preprocess(self, series):
+        return self.feature_extractor(series)
+
+    def _forward(self, model_inputs):
+        return {"prediction_outputs": self.model(past_values=model_inputs["past_values"]).prediction_outputs}
+
+    def postprocess(self, model_outputs):
+        return self.feature_extractor.post_process(model_outputs["prediction_outputs"])[0]
+
+
+__all__ = ["CUSTOM_PIPELINES", "TimeSeriesForecastingPipeline", "TitansTsProcessor"]

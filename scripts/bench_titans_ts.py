@@ -1,0 +1,313 @@
+"""Titans-TS: forecasting quality against transformers' PatchTST on the ETT data, the evaluation modes, and the neural
+memory's speed.
+
+Sections:
+
+- `quality`: for each series (`--series`, default ETTh1) and horizon (`--horizons`, default 96 192 336 720), Titans-TS
+  (configs/train/titans_ts_etth1.yaml) and the baseline `PatchTSTForPrediction` (configs/train/patchtst_etth1.yaml:
+  the PatchTST paper's ETTh1 settings) are trained by the same forecasting task (`hf-models train`: the long-term
+  protocol, the same windows, epochs, batch, learning rate and schedule) in this process, and scored on the test
+  windows (MSE / MAE, standardised scale). ETTm1 trains on every `--minute-stride`-th window (4: as many training
+  windows as the hourly files); its test windows are all of them.
+- `modes`: the evaluation modes (independent, online memory, online full model, the last also with labels on every
+  `--sparse-step`-th window only) of the Titans-TS model trained for the first series at horizon 96 (from the quality
+  section, or trained here), and of one trained on the seeded concept-drift series (configs/train/titans_ts_drift.yaml).
+- `speed`: the neural memory alone (dim 64, one head of 64, depth 2, chunk 16, batch 2 x 256 tokens): forward and
+  forward + backward of the chunked op, of the token-by-token reference, and of titans-pytorch's `NeuralMemory` at the
+  same configuration when it is installed (`pip install titans-pytorch==0.5.5`).
+
+The results name the machine and go to benchmarks/titans_ts_<host kind>.json and .md (`--out` to change); the JSON
+is rewritten after every finished run, so an interrupted benchmark keeps what it measured.
+
+    python scripts/bench_titans_ts.py                                   # all sections on ETTh1, ~1.5 hours on 2 cores
+    python scripts/bench_titans_ts.py --sections quality --series ETTh2 ETTm1 --runs-dir runs/titans_bench
+    python scripts/bench_titans_ts.py --sections speed --rounds 3 --out /tmp/smoke
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from hf_models.training import host_info  # noqa: E402
+
+
+DATA = ROOT.parent / "shared" / "data"
+MODELS = {
+    "titans_ts": "configs/train/titans_ts_etth1.yaml",
+    "patchtst": "configs/train/patchtst_etth1.yaml",
+}
+
+
+def host_kind(info):
+    return f"cpu_{info['cpu_capability'].lower()}" + ("_bf16" if info["cpu_native_bf16"] else "")
+
+
+def train_run(config, folder, overrides, extra=()):
+    """Train one run through the forecasting task; returns its recorded results, seconds and parameter count."""
+    from hf_models.training.arguments import parse_train_args
+    from hf_models.training.run import train
+
+    arguments = ["--output_dir", str(folder), "--disable_tqdm", "true", "--report_to", "none", *extra]
+    for key, value in overrides.items():
+        arguments += [f"--{key}", str(value)]
+    model_args, data_args, training_args = parse_train_args(ROOT / config, arguments)
+    start = time.perf_counter()
+    results = train(model_args, data_args, training_args)
+    seconds = time.perf_counter() - start
+    from transformers import AutoConfig
+
+    from hf_models.tasks.forecasting import forecaster_class
+
+    model = forecaster_class(AutoConfig.from_pretrained(folder)).from_pretrained(folder)
+    return {
+        "config": config,
+        "overrides": overrides,
+        "parameters": model.num_parameters(),
+        "steps": results["global_step"],
+        "train_seconds": round(seconds, 1),
+        "val_mse": round(results["eval_mse"], 4),
+        "test_mse": round(results["test_mse"], 4),
+        "test_mae": round(results["test_mae"], 4),
+        "precision": results["precision"],
+    }
+
+
+def quality_section(args, runs, save):
+    results = {}
+    for series in args.series:
+        stride = args.minute_stride if series.startswith("ETTm") else 1
+        for horizon in args.horizons:
+            for name, config in MODELS.items():
+                key = f"{series}/{horizon}/{name}"
+                print(f"quality: {key}", flush=True)
+                overrides = {"series": str(DATA / f"{series}.csv"), "prediction_length": horizon,
+                             "train_stride": stride}  # fmt: skip
+                results[key] = train_run(config, runs / f"{name}_{series}_{horizon}", overrides, args.train_args)
+                save(results)
+    summary = {}
+    for series in args.series:
+        for name in MODELS:
+            keys = [f"{series}/{h}/{name}" for h in args.horizons if f"{series}/{h}/{name}" in results]
+            if keys:
+                summary[f"{series}/{name}"] = {
+                    "mean_test_mse": round(statistics.mean(results[k]["test_mse"] for k in keys), 4),
+                    "mean_test_mae": round(statistics.mean(results[k]["test_mae"] for k in keys), 4),
+                    "horizons": [int(k.split("/")[1]) for k in keys],
+                }
+    results["summary"] = summary
+    save(results)
+    return results
+
+
+def modes_section(args, runs, save):
+    """Modes A, B, C and C with sparse labels for the first series at horizon 96 and for the drift series."""
+    from hf_models import TitansTsForPrediction
+    from hf_models.data.time_series import load_series
+    from hf_models.tasks.forecasting import evaluate_forecaster
+
+    results = {}
+    targets = [(args.series[0], runs / f"titans_ts_{args.series[0]}_96", {"series": str(DATA / f"{args.series[0]}.csv"),
+                                                                         "prediction_length": 96})]  # fmt: skip
+    targets.append(("synthetic_drift", runs / "titans_ts_drift", {}))
+    for name, folder, overrides in targets:
+        if not (folder / "config.json").exists():
+            config = MODELS["titans_ts"] if name != "synthetic_drift" else "configs/train/titans_ts_drift.yaml"
+            print(f"modes: training {name}", flush=True)
+            results[f"{name}/training"] = train_run(config, folder, overrides, args.train_args)
+        model_config = json.loads((folder / "config.json").read_text())
+        from hf_models.training.arguments import load_yaml
+
+        data = load_yaml(folder / "train_config.yaml")["data"]
+        splits = load_series(data["series"] if name == "synthetic_drift" else DATA / f"{name}.csv", data.get("protocol"),
+                             data.get("drift_length", 6000), data.get("drift_channels", 3), data.get("drift_seed", 0))  # fmt: skip
+        for mode, sparse in (("independent", 1), ("online_memory", 1), ("online_full", 1),
+                             ("online_full", args.sparse_step)):  # fmt: skip
+            model = TitansTsForPrediction.from_pretrained(folder)
+            label = mode if sparse == 1 else f"{mode}_sparse{sparse}"
+            print(f"modes: {name} {label}", flush=True)
+            start = time.perf_counter()
+            scores = evaluate_forecaster(model, splits, "test", mode, 128, args.online_lr, sparse, args.mode_windows)
+            scores["seconds"] = round(time.perf_counter() - start, 1)
+            results[f"{name}/{label}"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
+            results[f"{name}/{label}"]["prediction_length"] = model_config["prediction_length"]
+            save(results)
+    return results
+
+
+def _time(function, rounds):
+    function()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return round(1000 * statistics.median(times), 2)
+
+
+def speed_section(args):
+    """The memory op alone at titans-pytorch's test configuration: dim 64, heads 1 x 64, depth 2 (expansion 4),
+    chunk 16, batch 2 x 256 tokens."""
+    from hf_models import TitansTsConfig
+    from hf_models.titans_ts import TitansTsNeuralMemory
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 256, 64)
+    results = {"setup": "dim 64, 1 head of 64, memory MLP depth 2 (expansion 4), chunk 16, batch 2 x 256 tokens"}
+    for implementation in ("chunked", "reference"):
+        config = TitansTsConfig(hidden_size=64, num_attention_heads=4, memory_num_heads=1, memory_head_dim=64,
+                                memory_depth=2, memory_expansion_factor=4, memory_chunk_size=16,
+                                memory_implementation=implementation)  # fmt: skip
+        memory = TitansTsNeuralMemory(config)
+        state = memory.initial_state(2, torch.float32, "cpu")
+
+        def forward():
+            with torch.no_grad():
+                memory(x, state)
+
+        def train_step():
+            memory.zero_grad(set_to_none=True)
+            memory(x, state)[0].square().mean().backward()
+
+        rounds = args.rounds if implementation == "chunked" else max(1, args.rounds // 3)
+        results[f"hf_models_{implementation}"] = {"forward_ms": _time(forward, rounds),
+                                                  "forward_backward_ms": _time(train_step, rounds),
+                                                  "parameters": sum(p.numel() for p in memory.parameters())}  # fmt: skip
+        print(f"speed: {implementation} {results[f'hf_models_{implementation}']}", flush=True)
+    try:
+        from titans_pytorch import NeuralMemory
+    except ImportError:
+        results["titans_pytorch"] = "not installed (pip install titans-pytorch==0.5.5)"
+    else:
+        import titans_pytorch
+
+        reference = NeuralMemory(dim=64, chunk_size=16, dim_head=64, heads=1)
+
+        def forward():
+            with torch.no_grad():
+                reference(x)
+
+        def train_step():
+            reference.zero_grad(set_to_none=True)
+            reference(x)[0].square().mean().backward()
+
+        results["titans_pytorch"] = {"version": getattr(titans_pytorch, "__version__", "?"),
+                                     "forward_ms": _time(forward, args.rounds),
+                                     "forward_backward_ms": _time(train_step, args.rounds),
+                                     "parameters": sum(p.numel() for p in reference.parameters())}  # fmt: skip
+        for key in ("forward_ms", "forward_backward_ms"):
+            results[f"{key}_titans_pytorch_over_chunked"] = round(
+                results["titans_pytorch"][key] / results["hf_models_chunked"][key], 2
+            )
+    return results
+
+
+def render_markdown(report):
+    host = report["host"]
+    lines = ["# Titans-TS: forecasting against PatchTST, evaluation modes, memory speed", "",
+             f"Machine: {host['processor']}; torch CPU capability {host['cpu_capability']}, "
+             f"{'native bf16' if host['cpu_native_bf16'] else 'no native bf16'}; {host['threads']} threads; torch "
+             f"{host['torch']}, transformers {host['transformers']}. Command: `{report['command']}`.", ""]  # fmt: skip
+    quality = report.get("quality")
+    if quality:
+        lines += ["## Test MSE / MAE (standardised), same task, protocol and budget", "",
+                  "| series | horizon | model | parameters | steps | train s | val MSE | test MSE | test MAE |",
+                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for key, value in quality.items():
+            if key != "summary":
+                series, horizon, name = key.split("/")
+                lines.append(f"| {series} | {horizon} | {name} | {value['parameters']:,} | {value['steps']} | "
+                             f"{value['train_seconds']} | {value['val_mse']} | {value['test_mse']} | "
+                             f"{value['test_mae']} |")  # fmt: skip
+        if quality.get("summary"):
+            lines += ["", "| series / model | mean test MSE | mean test MAE | horizons |", "|---|---|---|---|"]
+            for key, value in quality["summary"].items():
+                lines.append(f"| {key} | {value['mean_test_mse']} | {value['mean_test_mae']} | "
+                             f"{', '.join(map(str, value['horizons']))} |")  # fmt: skip
+        lines.append("")
+    modes = report.get("modes")
+    if modes:
+        lines += ["## Evaluation modes (test windows in time order)", "",
+                  "| series / mode | MSE | MAE | windows | online steps | seconds |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for key, value in modes.items():
+            if "mse" in value and "mode" in value:
+                lines.append(f"| {key} | {value['mse']} | {value['mae']} | {value['windows']} | "
+                             f"{value.get('online_updates', '-')} | {value['seconds']} |")  # fmt: skip
+        lines.append("")
+    speed = report.get("speed")
+    if speed:
+        lines += [f"## Neural memory alone ({speed['setup']})", "", "| implementation | forward ms | forward + backward ms "
+                  "| parameters |", "|---|---|---|---|"]  # fmt: skip
+        for key in ("hf_models_chunked", "hf_models_reference", "titans_pytorch"):
+            value = speed.get(key)
+            if isinstance(value, dict):
+                lines.append(f"| {key} | {value['forward_ms']} | {value['forward_backward_ms']} | "
+                             f"{value['parameters']:,} |")  # fmt: skip
+            elif value:
+                lines.append(f"| {key} | {value} | | |")
+        lines.append("")
+    if report.get("note"):
+        lines += [f"Note: {report['note']}", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", nargs="+", default=["quality", "modes", "speed"],
+                        choices=["quality", "modes", "speed"])  # fmt: skip
+    parser.add_argument("--series", nargs="+", default=["ETTh1"], choices=["ETTh1", "ETTh2", "ETTm1"])
+    parser.add_argument("--horizons", type=int, nargs="+", default=[96, 192, 336, 720])
+    parser.add_argument("--minute-stride", type=int, default=4)
+    parser.add_argument("--sparse-step", type=int, default=10)
+    parser.add_argument("--online-lr", type=float, default=1e-4)
+    parser.add_argument("--mode-windows", type=int, default=0, help="modes: the first N test windows (0: all)")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--runs-dir", help="keep the trained runs here (default: a temporary folder)")
+    parser.add_argument("--train-args", nargs=argparse.REMAINDER, default=[],
+                        help="extra `hf-models train` arguments for every run (last on the line), e.g. --max_steps 8")  # fmt: skip
+    parser.add_argument("--note", default="")
+    parser.add_argument("--out", help="output path without suffix (default: benchmarks/titans_ts_<host kind>)")
+    args = parser.parse_args(argv)
+    host = host_info()
+    report = {
+        "command": "python " + " ".join(["scripts/bench_titans_ts.py", *(sys.argv[1:] if argv is None else argv)]),
+        "host": {**host, "kind": host_kind(host)},
+        "note": args.note,
+    }
+    out = Path(args.out or ROOT / "benchmarks" / f"titans_ts_{report['host']['kind']}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write():
+        out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        out.with_suffix(".md").write_text(render_markdown(report))
+
+    def saver(section):
+        def save(results):
+            report[section] = results
+            write()
+
+        return save
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = Path(args.runs_dir or tmp)
+        runs.mkdir(parents=True, exist_ok=True)
+        if "quality" in args.sections:
+            report["quality"] = quality_section(args, runs, saver("quality"))
+        if "modes" in args.sections:
+            report["modes"] = modes_section(args, runs, saver("modes"))
+    if "speed" in args.sections:
+        report["speed"] = speed_section(args)
+    write()
+
+
+if __name__ == "__main__":
+    main()
