@@ -168,11 +168,11 @@ def speed_section(args):
         memory = TitansTsNeuralMemory(config)
         state = memory.initial_state(2, torch.float32, "cpu")
 
-        def forward():
+        def forward(memory=memory, state=state):
             with torch.no_grad():
                 memory(x, state)
 
-        def train_step():
+        def train_step(memory=memory, state=state):
             memory.zero_grad(set_to_none=True)
             memory(x, state)[0].square().mean().backward()
 

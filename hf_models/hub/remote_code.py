@@ -363,7 +363,9 @@ def run_isolated_forecasting_pipeline(folder, series, timeout=600):
     with tempfile.TemporaryDirectory(prefix="hfm_isolated_") as tmp:
         tmp = Path(tmp)
         path = tmp / "series.json"
-        path.write_text(json.dumps([torch.as_tensor(s, dtype=torch.float32).tolist() for s in series]), encoding="utf-8")
+        path.write_text(
+            json.dumps([torch.as_tensor(s, dtype=torch.float32).tolist() for s in series]), encoding="utf-8"
+        )
         info = _run_child(tmp, _FORECAST_CHILD, [folder, path], f"isolated forecasting pipeline on {folder}", timeout)
         return info.pop("forecasts"), info
 

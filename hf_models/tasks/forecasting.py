@@ -113,8 +113,10 @@ def forecaster_class(config):
     for name in getattr(config, "architectures", None) or []:
         if name.endswith("ForPrediction") and hasattr(transformers, name):
             return getattr(transformers, name)
-    raise ValueError(f"{type(config).__name__} has no forecaster: neither AutoModelForTimeSeriesPrediction nor its "
-                     f"architectures {getattr(config, 'architectures', None)} name a ...ForPrediction class")
+    raise ValueError(
+        f"{type(config).__name__} has no forecaster: neither AutoModelForTimeSeriesPrediction nor its "
+        f"architectures {getattr(config, 'architectures', None)} name a ...ForPrediction class"
+    )
 
 
 def processor_for(splits, config):
@@ -236,7 +238,9 @@ class ForecastingTask(Task):
         config = run.model_config(**fields, custom_pipelines=CUSTOM_PIPELINES)
         set_seed(training_args.seed)
         model_class = forecaster_class(config)
-        model = model_class.from_config(config) if model_class is AutoModelForTimeSeriesPrediction else model_class(config)
+        model = (
+            model_class.from_config(config) if model_class is AutoModelForTimeSeriesPrediction else model_class(config)
+        )
         processor = processor_for(splits, config)
         context, horizon = config.context_length, config.prediction_length
         train_split = splits.dataset("train", context, horizon, stride=data_args.train_stride)
