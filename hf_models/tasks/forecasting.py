@@ -256,10 +256,10 @@ class ForecastingTask(Task):
             preprocess_logits_for_metrics=_forecasts_only,
             callbacks=list(run.callbacks),
         )
+        results = {key: float(value) for key, value in trainer.evaluate(eval_split).items()}  # every process (DDP)
         if not trainer.is_world_process_zero():
             return None
         model = trainer.accelerator.unwrap_model(trainer.model)
-        results = {key: float(value) for key, value in trainer.evaluate(eval_split).items()}
         test = evaluate_forecaster(model, splits, data_args.eval_split, data_args.mode,
                                    training_args.per_device_eval_batch_size, data_args.online_lr,
                                    data_args.sparse_step, data_args.max_eval_windows, data_args.denormalize)  # fmt: skip

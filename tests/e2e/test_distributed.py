@@ -115,3 +115,18 @@ def test_two_process_ddp_trains_the_recurrent_model_with_its_nested_groups(tmp_p
     state = json.loads((out / "trainer_state.json").read_text())
     assert [log["step"] for log in state["log_history"] if "loss" in log] == [2, 4]
     assert not any("skipped_nonfinite_batches" in log for log in state["log_history"])
+
+
+@pytest.mark.slow
+def test_two_process_ddp_trains_a_forecaster(tmp_path, shared_data):
+    """The forecasting task under DDP: the window datasets shard over both processes, the validation evaluation runs
+    in both, the test evaluation once."""
+    out = tmp_path / "run"
+    train = ["-m", "hf_models.cli", "train", "configs/train/titans_ts_etth1_tiny.yaml", "--series",
+             str(shared_data / "ETTh1.csv")]  # fmt: skip
+    result = launch("accelerate-2proc", out, "--max_steps", "4", "--logging_steps", "2", "--save_steps", "4",
+                    "--eval_steps", "4", "--max_eval_windows", "50", train=train)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["world_size"] == 2 and results["global_step"] == 4 and results["test_windows"] == 50
+    assert 0 < results["test_mse"] < 5 and 0 < results["eval_mse"] < 5
