@@ -224,3 +224,21 @@ def test_patches_come_from_the_end_of_the_context():
     patches = model.patchify(values)
     assert patches.shape == (config.num_input_channels, 5, 4)
     assert patches[0, 0].tolist() == [1.0, 2.0, 3.0, 4.0] and patches[0, -1].tolist() == [13.0, 14.0, 15.0, 16.0]
+
+
+def test_mixed_precision_keeps_the_memory_in_float32():
+    """Under bf16 autocast (what training uses on a CPU or GPU with bf16) the attention and feed-forward layers run in
+    bf16, the memory outside autocast: its state stays float32, the loss and every gradient are finite, and the
+    forecast is close to the float32 one."""
+    torch.manual_seed(0)
+    model = TitansTsForPrediction(tiny())
+    past = torch.randn(2, model.config.context_length, model.config.num_input_channels)
+    future = torch.randn(2, model.config.prediction_length, model.config.num_input_channels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(past, future_values=future, use_cache=True)
+    assert all(w.dtype == torch.float32 for w in out.memory_state.layers[0][0])
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and all(torch.isfinite(p.grad).all() for p in model.parameters())
+    with torch.no_grad():
+        reference = model(past).prediction_outputs
+    torch.testing.assert_close(out.prediction_outputs.float(), reference, atol=0.1, rtol=0.05)
