@@ -10,8 +10,8 @@ Sections:
   windows (MSE / MAE, standardised scale). ETTm1 trains on every `--minute-stride`-th window (4: as many training
   windows as the hourly files); its test windows are all of them.
 - `modes`: the evaluation modes (independent, online memory, online full model, the last also with labels on every
-  `--sparse-step`-th window only) of the Titans-TS model trained for the first series at horizon 96 (from the quality
-  section, or trained here), and of one trained on the seeded concept-drift series (configs/train/titans_ts_drift.yaml).
+  `--sparse-step`-th window only) of the Titans-TS model trained for the first series at the first horizon (from the
+  quality section, or trained here), and of one trained on the seeded concept-drift series (configs/train/titans_ts_drift.yaml).
 - `speed`: the neural memory alone (dim 64, one head of 64, depth 2, chunk 16, batch 2 x 256 tokens): forward and
   forward + backward of the chunked op, of the token-by-token reference, and of titans-pytorch's `NeuralMemory` at the
   same configuration when it is installed (`pip install titans-pytorch==0.5.5`).
@@ -108,19 +108,21 @@ def quality_section(args, runs, save):
 
 
 def modes_section(args, runs, save):
-    """Modes A, B, C and C with sparse labels for the first series at horizon 96 and for the drift series."""
+    """Modes A, B, C and C with sparse labels for the first series at the first horizon and for the drift series."""
     from hf_models import TitansTsForPrediction
     from hf_models.data.time_series import load_series
     from hf_models.tasks.forecasting import evaluate_forecaster
 
     results = {}
-    targets = [(args.series[0], runs / f"titans_ts_{args.series[0]}_96", {"series": str(DATA / f"{args.series[0]}.csv"),
-                                                                         "prediction_length": 96})]  # fmt: skip
+    series, horizon = args.series[0], args.horizons[0]
+    overrides = {"series": str(DATA / f"{series}.csv"), "prediction_length": horizon}
+    targets = [(series, runs / f"titans_ts_{series}_{horizon}", overrides)]
     targets.append(("synthetic_drift", runs / "titans_ts_drift", {}))
     for name, folder, overrides in targets:
         if not (folder / "config.json").exists():
             config = MODELS["titans_ts"] if name != "synthetic_drift" else "configs/train/titans_ts_drift.yaml"
             print(f"modes: training {name}", flush=True)
+            overrides = overrides or {"prediction_length": horizon}
             results[f"{name}/training"] = train_run(config, folder, overrides, args.train_args)
         model_config = json.loads((folder / "config.json").read_text())
         from hf_models.training.arguments import load_yaml

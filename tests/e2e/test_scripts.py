@@ -97,6 +97,31 @@ def test_twistor_hope_ceiling_counts_the_flops_torch_counts():
 
 
 @pytest.mark.slow
+def test_titans_ts_benchmark_smoke(tmp_path, shared_data):
+    out = tmp_path / "titans"
+    _script("bench_titans_ts.py", "--horizons", "8", "--mode-windows", "20", "--rounds", "1", "--out", str(out),
+            "--runs-dir", str(tmp_path / "runs"), "--train-args", "--max_steps", "2", "--eval_steps", "2",
+            "--save_steps", "2", "--context_length", "32", "--train_stride", "40", "--max_validation_windows", "32")  # fmt: skip
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["host"]["processor"]
+    quality = report["quality"]
+    for name in ("titans_ts", "patchtst"):
+        run = quality[f"ETTh1/8/{name}"]
+        assert run["steps"] == 2 and 0 < run["test_mse"] < 5 and run["parameters"] > 0
+    assert set(quality["summary"]) == {"ETTh1/titans_ts", "ETTh1/patchtst"}
+    modes = report["modes"]
+    for series in ("ETTh1", "synthetic_drift"):
+        for mode in ("independent", "online_memory", "online_full", "online_full_sparse10"):
+            assert modes[f"{series}/{mode}"]["windows"] == 20, (series, mode)
+        assert modes[f"{series}/online_full"]["online_updates"] == 12  # windows 0..11 have their labels in time
+    assert modes["synthetic_drift/training"]["steps"] == 2
+    speed = report["speed"]
+    for key in ("hf_models_chunked", "hf_models_reference"):
+        assert speed[key]["forward_ms"] > 0 and speed[key]["forward_backward_ms"] > 0
+    assert "## Evaluation modes" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
 def test_lowrank_icl_benchmark_smoke(tmp_path):
     out = tmp_path / "lowrank"
     _script("bench_lowrank_icl.py", "--speed-tables", "3", "--speed-batches", "2", "--rounds", "1",
