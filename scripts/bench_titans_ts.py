@@ -13,8 +13,9 @@ Sections:
   `--sparse-step`-th window only) of the Titans-TS model trained for the first series at the first horizon (from the
   quality section, or trained here), and of one trained on the seeded concept-drift series (configs/train/titans_ts_drift.yaml).
 - `speed`: the neural memory alone (dim 64, one head of 64, depth 2, chunk 16, batch 2 x 256 tokens): forward and
-  forward + backward of the chunked op, of the token-by-token reference, and of titans-pytorch's `NeuralMemory` at the
-  same configuration when it is installed (`pip install titans-pytorch==0.5.5`).
+  forward + backward of the chunked op (memory batches of one chunk, the default, and of the whole sequence, which is
+  titans-pytorch's default), of the token-by-token reference, and of titans-pytorch's `NeuralMemory` at the same
+  configuration when it is installed (the `dev` extra pins titans-pytorch==0.5.5).
 
 The results name the machine and go to benchmarks/titans_ts_<host kind>.json and .md (`--out` to change); the JSON
 is rewritten after every finished run, so an interrupted benchmark keeps what it measured.
@@ -163,10 +164,13 @@ def speed_section(args):
     torch.manual_seed(0)
     x = torch.randn(2, 256, 64)
     results = {"setup": "dim 64, 1 head of 64, memory MLP depth 2 (expansion 4), chunk 16, batch 2 x 256 tokens"}
-    for implementation in ("chunked", "reference"):
+    # chunked: each chunk's surprise at the weights the previous chunk left (the default); chunked_one_batch: every
+    # chunk's at the call's start weights, as titans-pytorch's default (memory_batch_size = the whole sequence)
+    for name, implementation, batch in (("chunked", "chunked", None), ("chunked_one_batch", "chunked", 256),
+                                        ("reference", "reference", None)):  # fmt: skip
         config = TitansTsConfig(hidden_size=64, num_attention_heads=4, memory_num_heads=1, memory_head_dim=64,
                                 memory_depth=2, memory_expansion_factor=4, memory_chunk_size=16,
-                                memory_implementation=implementation)  # fmt: skip
+                                memory_batch_size=batch, memory_implementation=implementation)  # fmt: skip
         memory = TitansTsNeuralMemory(config)
         state = memory.initial_state(2, torch.float32, "cpu")
 
@@ -179,10 +183,10 @@ def speed_section(args):
             memory(x, state)[0].square().mean().backward()
 
         rounds = args.rounds if implementation == "chunked" else max(1, args.rounds // 3)
-        results[f"hf_models_{implementation}"] = {"forward_ms": _time(forward, rounds),
-                                                  "forward_backward_ms": _time(train_step, rounds),
-                                                  "parameters": sum(p.numel() for p in memory.parameters())}  # fmt: skip
-        print(f"speed: {implementation} {results[f'hf_models_{implementation}']}", flush=True)
+        results[f"hf_models_{name}"] = {"forward_ms": _time(forward, rounds),
+                                        "forward_backward_ms": _time(train_step, rounds),
+                                        "parameters": sum(p.numel() for p in memory.parameters())}  # fmt: skip
+        print(f"speed: {name} {results[f'hf_models_{name}']}", flush=True)
     try:
         from titans_pytorch import NeuralMemory
     except ImportError:
@@ -205,9 +209,10 @@ def speed_section(args):
                                      "forward_backward_ms": _time(train_step, args.rounds),
                                      "parameters": sum(p.numel() for p in reference.parameters())}  # fmt: skip
         for key in ("forward_ms", "forward_backward_ms"):
-            results[f"{key}_titans_pytorch_over_chunked"] = round(
-                results["titans_pytorch"][key] / results["hf_models_chunked"][key], 2
-            )
+            for ours in ("chunked", "chunked_one_batch"):
+                results[f"{key}_titans_pytorch_over_{ours}"] = round(
+                    results["titans_pytorch"][key] / results[f"hf_models_{ours}"][key], 2
+                )
     return results
 
 
@@ -247,7 +252,7 @@ def render_markdown(report):
     if speed:
         lines += [f"## Neural memory alone ({speed['setup']})", "", "| implementation | forward ms | forward + backward ms "
                   "| parameters |", "|---|---|---|---|"]  # fmt: skip
-        for key in ("hf_models_chunked", "hf_models_reference", "titans_pytorch"):
+        for key in ("hf_models_chunked", "hf_models_chunked_one_batch", "hf_models_reference", "titans_pytorch"):
             value = speed.get(key)
             if isinstance(value, dict):
                 lines.append(f"| {key} | {value['forward_ms']} | {value['forward_backward_ms']} | "

@@ -116,7 +116,7 @@ def test_titans_ts_benchmark_smoke(tmp_path, shared_data):
         assert modes[f"{series}/online_full"]["online_updates"] == 12  # windows 0..11 have their labels in time
     assert modes["synthetic_drift/training"]["steps"] == 2
     speed = report["speed"]
-    for key in ("hf_models_chunked", "hf_models_reference"):
+    for key in ("hf_models_chunked", "hf_models_chunked_one_batch", "hf_models_reference"):
         assert speed[key]["forward_ms"] > 0 and speed[key]["forward_backward_ms"] > 0
     assert "## Evaluation modes" in out.with_suffix(".md").read_text()
 
