@@ -125,6 +125,15 @@ def test_evaluation_options_are_checked(drift):
         evaluate_forecaster(model, drift, mode="online_full", online_lr=0)
     with pytest.raises(ValueError, match="sparse_step=0 is invalid"):
         evaluate_forecaster(model, drift, mode="online_full", sparse_step=0)
+    from transformers import PatchTSTConfig, PatchTSTForPrediction
+
+    stock = PatchTSTForPrediction(PatchTSTConfig(context_length=32, prediction_length=8, num_input_channels=3,
+                                                 patch_length=8, patch_stride=8, d_model=8, num_attention_heads=2))  # fmt: skip
+    assert evaluate_forecaster(stock, drift, mode="independent", limit=4)["windows"] == 4  # any forecaster in mode A
+    with pytest.raises(
+        ValueError, match="mode='online_memory' carries a memory state .* PatchTSTForPrediction has none"
+    ):
+        evaluate_forecaster(stock, drift, mode="online_memory", limit=4)
 
 
 def test_error_metrics():

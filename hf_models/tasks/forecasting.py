@@ -15,6 +15,7 @@ first:
   values the next forecasts cover). `sparse_step` k labels only every k-th window.
 """
 
+import inspect
 import math
 from dataclasses import dataclass, field
 
@@ -145,6 +146,9 @@ def evaluate_forecaster(model, splits, split="test", mode="independent", batch_s
     {mse, mae, rmse, windows, mode[, sparse_step, online_lr, online_updates][, the metrics in the series' units]};
     in `online_full` the model's weights change (pass a copy to keep them)."""
     _check_mode(mode, online_lr, sparse_step)
+    if mode != "independent" and "memory_state" not in inspect.signature(model.forward).parameters:
+        raise ValueError(f"mode={mode!r} carries a memory state from window to window; {type(model).__name__} has none "
+                         "(use mode 'independent')")  # fmt: skip
     config = model.config
     context, horizon = config.context_length, config.prediction_length
     dataset = splits.dataset(split, context, horizon, limit=limit)
