@@ -151,5 +151,6 @@ def test_every_shipped_train_config_parses_and_builds_its_model_config(config, t
     # the run's task is the one its model config names, and its data section is that task's
     task = task_of_run(model_args)
     assert isinstance(data_args, task.data_arguments)
-    expected = "image_classification" if "mnist" in config else "prompt_classification" if "table" in config else None
-    assert task.name == (expected or "causal_lm")
+    expected = {"mnist": "image_classification", "table": "prompt_classification", "etth1": "forecasting",
+                "drift": "forecasting"}  # fmt: skip
+    assert task.name == next((name for key, name in expected.items() if key in config), "causal_lm")
