@@ -111,8 +111,8 @@ def quality_section(args, runs, save):
 def modes_section(args, runs, save):
     """Modes A, B, C and C with sparse labels for the first series at the first horizon and for the drift series."""
     from hf_models import TitansTsForPrediction
-    from hf_models.data.time_series import load_series
-    from hf_models.tasks.forecasting import evaluate_forecaster
+    from hf_models.tasks.forecasting import evaluate_forecaster, series_splits
+    from hf_models.training.arguments import load_yaml
 
     results = {}
     series, horizon = args.series[0], args.horizons[0]
@@ -125,12 +125,7 @@ def modes_section(args, runs, save):
             print(f"modes: training {name}", flush=True)
             overrides = overrides or {"prediction_length": horizon}
             results[f"{name}/training"] = train_run(config, folder, overrides, args.train_args)
-        model_config = json.loads((folder / "config.json").read_text())
-        from hf_models.training.arguments import load_yaml
-
-        data = load_yaml(folder / "train_config.yaml")["data"]
-        splits = load_series(data["series"] if name == "synthetic_drift" else DATA / f"{name}.csv", data.get("protocol"),
-                             data.get("drift_length", 6000), data.get("drift_channels", 3), data.get("drift_seed", 0))  # fmt: skip
+        splits = series_splits(load_yaml(folder / "train_config.yaml")["data"])  # the run's own series
         for mode, sparse in (("independent", 1), ("online_memory", 1), ("online_full", 1),
                              ("online_full", args.sparse_step)):  # fmt: skip
             model = TitansTsForPrediction.from_pretrained(folder)
@@ -140,7 +135,7 @@ def modes_section(args, runs, save):
             scores = evaluate_forecaster(model, splits, "test", mode, 128, args.online_lr, sparse, args.mode_windows)
             scores["seconds"] = round(time.perf_counter() - start, 1)
             results[f"{name}/{label}"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
-            results[f"{name}/{label}"]["prediction_length"] = model_config["prediction_length"]
+            results[f"{name}/{label}"]["prediction_length"] = model.config.prediction_length
             save(results)
     return results
 

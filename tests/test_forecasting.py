@@ -7,6 +7,7 @@ import torch
 
 from hf_models import TitansTsConfig, TitansTsForPrediction
 from hf_models.data.time_series import drift_series, load_series
+from hf_models.tasks import forecasting
 from hf_models.tasks.forecasting import error_metrics, evaluate_forecaster
 from hf_models.titans_ts import TitansTsProcessor
 
@@ -86,27 +87,22 @@ def test_online_memory_without_memories_equals_independent(drift):
     assert a["mse"] != pytest.approx(b["mse"], rel=1e-6)
 
 
-def test_online_full_steps_only_on_windows_whose_horizon_has_passed(drift):
+def test_online_full_steps_only_on_windows_whose_horizon_has_passed(drift, monkeypatch):
     """Window t's labels cover the next `prediction_length` steps, so its optimizer step runs before window
     t + prediction_length is forecast and not earlier: the first `prediction_length` forecasts of mode C equal mode
     B's (no step can have happened), later ones differ; with sparse labels only every k-th window steps."""
     horizon, count = 8, 40
     memory_only = evaluate_forecaster(_model(), drift, "test", "online_memory", limit=count)
     recorded = {}
-    original = evaluate_forecaster.__globals__["error_metrics"]
 
-    def capture(predictions, targets):
+    def capture(predictions, targets):  # the forecasts each evaluation scores
         recorded.setdefault("predictions", []).append(predictions)
-        return original(predictions, targets)
+        return error_metrics(predictions, targets)
 
-    evaluate_forecaster.__globals__["error_metrics"] = capture
-    try:
-        evaluate_forecaster(_model(), drift, "test", "online_memory", limit=count)
-        full = evaluate_forecaster(_model(), drift, "test", "online_full", online_lr=1e-2, limit=count)
-        sparse = evaluate_forecaster(_model(), drift, "test", "online_full", online_lr=1e-2, sparse_step=10,
-                                     limit=count)  # fmt: skip
-    finally:
-        evaluate_forecaster.__globals__["error_metrics"] = original
+    monkeypatch.setattr(forecasting, "error_metrics", capture)
+    evaluate_forecaster(_model(), drift, "test", "online_memory", limit=count)
+    full = evaluate_forecaster(_model(), drift, "test", "online_full", online_lr=1e-2, limit=count)
+    sparse = evaluate_forecaster(_model(), drift, "test", "online_full", online_lr=1e-2, sparse_step=10, limit=count)
     before, after = recorded["predictions"][0], recorded["predictions"][1]
     torch.testing.assert_close(after[:horizon], before[:horizon])
     assert not torch.allclose(after[horizon:], before[horizon:])

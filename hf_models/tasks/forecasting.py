@@ -78,7 +78,8 @@ class ForecastingDataArguments:
     denormalize: bool = field(default=False, metadata={"help": "evaluation: also the metrics in the series' units"})
 
 
-def _splits(data):
+def series_splits(data):
+    """The `SeriesSplits` a run's data section (or a dict like it) names."""
     source = data["series"]
     if source != SYNTHETIC:
         source = resolve_path(source)
@@ -231,7 +232,7 @@ class ForecastingTask(Task):
 
     def train(self, model_args, data_args, training_args, run):
         data = vars(data_args)
-        splits = _splits(data)
+        splits = series_splits(data)
         fields = {"num_input_channels": len(splits.columns)}
         for name in ("context_length", "prediction_length"):
             if data[name] is not None:
@@ -280,7 +281,7 @@ class ForecastingTask(Task):
         from transformers import AutoConfig
 
         model = forecaster_class(AutoConfig.from_pretrained(folder)).from_pretrained(folder)
-        results = evaluate_forecaster(model, _splits(data), split, data["mode"], max(batch_size, 64),
+        results = evaluate_forecaster(model, series_splits(data), split, data["mode"], max(batch_size, 64),
                                       data["online_lr"], data["sparse_step"], data["max_eval_windows"],
                                       data["denormalize"])  # fmt: skip
         return {f"eval_{k}": v for k, v in results.items()} | {"eval_split": split}
@@ -299,7 +300,7 @@ class ForecastingTask(Task):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        splits = _splits(data)
+        splits = series_splits(data)
         config = model.config
         window = splits.dataset("test", config.context_length, config.prediction_length)[-1]
         forecast = model.eval()(past_values=window["past_values"][None]).prediction_outputs[0].float()

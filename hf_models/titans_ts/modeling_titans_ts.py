@@ -197,9 +197,11 @@ class TitansTsNeuralMemory(nn.Module):
         def per_head(linear, *extra):  # (N, C, H·X) -> (N, H, C, X...)
             return linear(pooled).view(n, chunks, self.heads, *extra).transpose(1, 2)
 
-        gates = {"momentum": torch.sigmoid(per_head(self.to_momentum)) if self.orders else x.new_zeros(n, self.heads,
-                                                                                                       chunks)}  # fmt: skip
-        gates["decay"] = None if self.to_decay is None else torch.sigmoid(per_head(self.to_decay))
+        gates = {}
+        if self.to_momentum is not None:
+            gates["momentum"] = torch.sigmoid(per_head(self.to_momentum))
+        if self.to_decay is not None:
+            gates["decay"] = torch.sigmoid(per_head(self.to_decay))
         if self.to_modulation is not None:
             gates["modulation"] = torch.sigmoid(per_head(self.to_modulation, -1))
         if self.to_mixture is not None:

@@ -47,42 +47,48 @@ def memory_mlp(weights, x):
     return x
 
 
-def _apply_update(weights, momenta, surprise, momentum, decay, mixture):
-    """One chunk's step: momentum accumulators, the mixture of orders, the forgetting gate.
+GATES = ("momentum", "decay", "modulation", "mixture", "spectral_lr")
 
-    weights: [(N, H, I, O)]; momenta: None or K lists like `weights`; surprise: [(N, H, I, O)] (U_c);
-    momentum, decay: (N, H) (η_c, α_c; decay None = no forgetting); mixture: None or (N, H, K) (γ_c)."""
+
+def _gates_per_chunk(gates, chunks):
+    """The per-chunk gates ({name: (N, H, C, ...) or None}) as one {name: (N, H, ...) or None} per chunk. By unbind,
+    not x[:, :, c]: the backward of C separate selections would build C zero tensors of the full size (O(C²))."""
+    unbound = {name: None if gates.get(name) is None else gates[name].unbind(2) for name in GATES}
+    return [{name: None if value is None else value[c] for name, value in unbound.items()} for c in range(chunks)]
+
+
+def _chunk_step(weights, momenta, surprise, gates):
+    """One chunk's update from its surprise U_c: the optional lr modulation and spectral normalisation of U_c, the
+    momentum accumulators and the mixture of their orders, the forgetting gate.
+
+    weights: [(N, H, I, O)]; momenta: None or K lists like `weights`; surprise: [(N, H, I, O)]; gates: this chunk's
+    `momentum` (N, H) (η_c; unused without momenta), `decay` (N, H) (α_c; None = no forgetting), `modulation`
+    (N, H, L_M), `mixture` (N, H, K) (γ_c; None for one order), `spectral_lr` (N, H) (the chunk's mean θ).
+    Returns (weights, momenta) after the chunk."""
+    if gates["modulation"] is not None:
+        surprise = [u * gates["modulation"][..., i, None, None] for i, u in enumerate(surprise)]
+    if gates["spectral_lr"] is not None:  # θ̄_c U / ‖U‖₂
+        # the spectral norm through an SVD of each (I, O) matrix; eps keeps an all-zero surprise (no real token) at 0
+        surprise = [gates["spectral_lr"][..., None, None] * u
+                    / (torch.linalg.matrix_norm(u, ord=2)[..., None, None] + 1e-6) for u in surprise]  # fmt: skip
     if momenta is None:
-        deltas, new_momenta = surprise, None
+        deltas = surprise
     else:
-        eta = momentum[..., None, None]
+        eta = gates["momentum"][..., None, None]
         new_momenta, previous = [], surprise
         for order in momenta:
             previous = [eta * s + p for s, p in zip(order, previous, strict=True)]
             new_momenta.append(previous)
+        momenta, mixture = new_momenta, gates["mixture"]
         if mixture is None:  # order 1
-            deltas = new_momenta[0]
+            deltas = momenta[0]
         else:
-            deltas = [sum(mixture[..., k, None, None] * new_momenta[k][i] for k in range(len(new_momenta)))
+            deltas = [sum(mixture[..., k, None, None] * momenta[k][i] for k in range(len(momenta)))
                       for i in range(len(weights))]  # fmt: skip
-    if decay is None:
-        new_weights = [w + d for w, d in zip(weights, deltas, strict=True)]
-    else:
-        keep = (1 - decay)[..., None, None]
-        new_weights = [keep * w + d for w, d in zip(weights, deltas, strict=True)]
-    return new_weights, new_momenta
-
-
-def _shape_surprise(surprise, modulation, spectral_lr):
-    """The optional transforms of a chunk's surprise: `modulation` (N, H, L_M) scales each matrix; `spectral_lr`
-    (N, H) (the chunk's mean θ) turns each matrix into θ̄_c U / ‖U‖₂."""
-    if modulation is not None:
-        surprise = [u * modulation[..., i, None, None] for i, u in enumerate(surprise)]
-    if spectral_lr is not None:
-        # the spectral norm through an SVD of each (I, O) matrix; eps keeps an all-zero surprise (no real token) at 0
-        surprise = [spectral_lr[..., None, None] * u / (torch.linalg.matrix_norm(u, ord=2)[..., None, None] + 1e-6)
-                    for u in surprise]  # fmt: skip
-    return surprise
+    if gates["decay"] is None:
+        return [w + d for w, d in zip(weights, deltas, strict=True)], momenta
+    keep = (1 - gates["decay"])[..., None, None]
+    return [keep * w + d for w, d in zip(weights, deltas, strict=True)], momenta
 
 
 def _chunk_bounds(length, chunk_size):
@@ -93,16 +99,18 @@ def naive_neural_memory(queries, keys, values, lrs, weights, momenta, gates, chu
     """The readable oracle: a loop over tokens.
 
     queries, keys, values: (N, H, T, D); lrs: (N, H, T) (θ_t); weights: [(N, H, I, O)] (the state's W); momenta: None
-    or K lists like weights; gates: dict of per-chunk tensors, `momentum` and `decay` (N, H, C) (decay may be None),
-    and optional `modulation` (N, H, C, L_M), `mixture` (N, H, C, K), `spectral_lr` (N, H, C). `batch_size`: tokens per
+    or K lists like weights; gates: dict of per-chunk tensors, `momentum` (N, H, C) (needed with momenta), and
+    optional `decay` (N, H, C), `modulation` (N, H, C, L_M), `mixture` (N, H, C, K), `spectral_lr` (N, H, C). `batch_size`: tokens per
     memory batch (a multiple of chunk_size; None: all T). Returns (retrieved (N, H, T, D), weights, momenta)."""
     length = keys.shape[2]
     per_batch = length if batch_size is None else batch_size
+    bounds = _chunk_bounds(length, chunk_size)
+    chunk_gates = _gates_per_chunk(gates, len(bounds))
     retrieved = []
     grad_enabled = torch.is_grad_enabled()
     with torch.enable_grad():
         start_weights = weights
-        for chunk, (start, stop) in enumerate(_chunk_bounds(length, chunk_size)):
+        for chunk, (start, stop) in enumerate(bounds):
             if start % per_batch == 0:  # a memory batch starts: its surprises are taken at these weights
                 # a fresh node (a view): the surprise is ∂ℓ/∂W with the keys and values held fixed, even where they
                 # depend on W themselves (MAC retrieves from the same weights before it writes)
@@ -114,16 +122,7 @@ def naive_neural_memory(queries, keys, values, lrs, weights, momenta, gates, chu
                 loss = (lrs[:, :, t] * error.square().mean(dim=(-2, -1))).sum()  # rows are independent: sum = each
                 grads = torch.autograd.grad(loss, start_weights, create_graph=grad_enabled)
                 accumulated = [a - g for a, g in zip(accumulated, grads, strict=True)]
-            surprise = _shape_surprise(
-                accumulated,
-                None if gates.get("modulation") is None else gates["modulation"][:, :, chunk],
-                None if gates.get("spectral_lr") is None else gates["spectral_lr"][:, :, chunk],
-            )
-            decay = None if gates.get("decay") is None else gates["decay"][:, :, chunk]
-            mixture = None if gates.get("mixture") is None else gates["mixture"][:, :, chunk]
-            weights, momenta = _apply_update(
-                weights, momenta, surprise, gates["momentum"][:, :, chunk], decay, mixture
-            )
+            weights, momenta = _chunk_step(weights, momenta, accumulated, chunk_gates[chunk])
     retrieved = torch.cat(retrieved, dim=2)
     if not grad_enabled:
         retrieved = retrieved.detach()
@@ -172,14 +171,7 @@ def chunked_neural_memory(queries, keys, values, lrs, weights, momenta, gates, c
         return x.reshape(n, h, -1, chunk_size, *x.shape[3:])
 
     queries, keys, values, lrs = by_chunk(queries), by_chunk(keys), by_chunk(values), by_chunk(lrs)
-    # per-chunk views by unbind, not x[:, :, c]: the backward of C separate selections would build C zero tensors of
-    # the full size (O(C²) work)
-    per_chunk = {name: None if gates.get(name) is None else gates[name].unbind(2)
-                 for name in ("momentum", "decay", "modulation", "mixture", "spectral_lr")}  # fmt: skip
-
-    def gate(name, chunk):
-        return None if per_chunk[name] is None else per_chunk[name][chunk]
-
+    chunk_gates = _gates_per_chunk(gates, len(bounds))
     retrieved = []
     for first in range(0, len(bounds), chunks_per_batch):
         last = min(first + chunks_per_batch, len(bounds))
@@ -189,9 +181,7 @@ def chunked_neural_memory(queries, keys, values, lrs, weights, momenta, gates, c
         before = []  # the weights each chunk retrieves with: those before it
         for offset, chunk in enumerate(range(first, last)):
             before.append(weights)
-            surprise = _shape_surprise(list(surprises[offset]), gate("modulation", chunk), gate("spectral_lr", chunk))
-            weights, momenta = _apply_update(weights, momenta, surprise, gate("momentum", chunk), gate("decay", chunk),
-                                             gate("mixture", chunk))  # fmt: skip
+            weights, momenta = _chunk_step(weights, momenta, list(surprises[offset]), chunk_gates[chunk])
         stacked = [torch.stack([b[i] for b in before], dim=2) for i in range(len(weights))]  # (N, H, C', I, O)
         retrieved.append(memory_mlp(stacked, queries[:, :, first:last]))  # (N, H, C', B, D)
     retrieved = torch.cat(retrieved, dim=2).reshape(n, h, padded, dim)[:, :, :length]
