@@ -78,9 +78,15 @@ def train(model_args, data_args, training_args, resume=False, callbacks=None):
     last_checkpoint = _check_output_dir(output_dir, resume, training_args.world_size)
     run = _Run(model_args, data_args, training_args, resume, last_checkpoint, callbacks)
     results = task.train(model_args, data_args, training_args, run)
-    if results is None:  # not the main process
-        return None
-    return _finish_run(output_dir, run.last_trainer.state.global_step, training_args, results)
+    if results is not None:  # the main process
+        results = _finish_run(output_dir, run.last_trainer.state.global_step, training_args, results)
+    # Every process ends here together and the process group is closed: a process that left while the main one was
+    # still at work (a forecaster's test evaluation) could abort on exit ("terminate called without an active
+    # exception", from its still-open process group), failing the whole launch.
+    accelerator = run.last_trainer.accelerator
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return results
 
 
 def _run_trainer(output_dir, preprocessor, arguments, resume, last_checkpoint, **trainer_kwargs):
