@@ -9,7 +9,16 @@ rows), then a separator and the 2-column query, so its length is L = V·(C+1) + 
 
 from transformers import PretrainedConfig
 
-from .shared_config_checks import check_activation, check_finite_numbers
+from .shared_config_checks import (
+    check_activation,
+    check_choice,
+    check_divisible,
+    check_finite_numbers,
+    check_flags,
+    check_integers,
+    check_numbers,
+    config_error,
+)
 
 
 POSITION_EMBEDDING_TYPES = ("low_rank", "dense")
@@ -119,46 +128,24 @@ class LowRankIclConfig(PretrainedConfig):
         return num_tables * (self.num_columns + 1) + 3
 
     def _validate_lowrank_icl(self):
-        def fail(field, value, requirement):
-            raise ValueError(f"LowRankIclConfig.{field}={value!r} is invalid: {requirement}")
-
-        def integer(field, minimum):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                fail(field, value, f"must be an integer >= {minimum}")
-
-        def choice(field, options):
-            if getattr(self, field) not in options:
-                fail(field, getattr(self, field), f"must be one of {options}")
-
         check_finite_numbers(self)
         check_activation(self)
-        for field in ("n_dims", "num_tables", "num_columns", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                      "intermediate_size", "max_position_embeddings"):  # fmt: skip
-            integer(field, 1)
-        integer("num_local_layers", 0)
+        check_integers(self, ("n_dims", "num_tables", "num_columns", "hidden_size", "num_hidden_layers",
+                              "num_attention_heads", "intermediate_size", "max_position_embeddings"))  # fmt: skip
+        check_integers(self, ("num_local_layers",), minimum=0)
         if self.num_local_layers > self.num_hidden_layers:
-            fail("num_local_layers", self.num_local_layers, f"must be <= num_hidden_layers={self.num_hidden_layers}")
-        if self.hidden_size % self.num_attention_heads:
-            fail(
-                "hidden_size", self.hidden_size, f"must be divisible by num_attention_heads={self.num_attention_heads}"
-            )
-        choice("attention_pattern", ATTENTION_PATTERNS)
-        choice("position_embedding_type", POSITION_EMBEDDING_TYPES)
-        choice("table_attention_implementation", TABLE_ATTENTION_IMPLEMENTATIONS)
-        if not isinstance(self.is_causal, bool):
-            fail("is_causal", self.is_causal, "must be true or false")
+            config_error(self, "num_local_layers", self.num_local_layers,
+                         f"must be <= num_hidden_layers={self.num_hidden_layers}")  # fmt: skip
+        check_divisible(self, "hidden_size", "num_attention_heads")
+        check_choice(self, "attention_pattern", ATTENTION_PATTERNS)
+        check_choice(self, "position_embedding_type", POSITION_EMBEDDING_TYPES)
+        check_choice(self, "table_attention_implementation", TABLE_ATTENTION_IMPLEMENTATIONS)
+        check_flags(self, ("is_causal",))
         if self.position_embedding_type == "dense" and self.max_position_embeddings < self.prompt_length():
-            fail("max_position_embeddings", self.max_position_embeddings,
-                 f"must be >= the prompt length V·(C+1)+3 = {self.prompt_length()} of num_tables={self.num_tables}")  # fmt: skip
-        for field in ("hidden_dropout", "attention_dropout"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                fail(field, value, "must be in [0, 1)")
-        for field in ("layer_norm_eps", "initializer_range", "position_initializer_range"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                fail(field, value, "must be a positive number")
+            config_error(self, "max_position_embeddings", self.max_position_embeddings,
+                         f"must be >= the prompt length V·(C+1)+3 = {self.prompt_length()} of num_tables={self.num_tables}")  # fmt: skip
+        check_numbers(self, ("hidden_dropout", "attention_dropout"), "dropout")
+        check_numbers(self, ("layer_norm_eps", "initializer_range", "position_initializer_range"), "positive")
 
 
 __all__ = ["LowRankIclConfig"]

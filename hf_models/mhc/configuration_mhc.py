@@ -13,11 +13,18 @@ This file is shipped to the Hub next to the weights: it imports nothing but `tra
 beside it (which import no torch).
 """
 
-import math
-
 from transformers import PretrainedConfig
 
-from .shared_config_checks import check_activation, check_finite_numbers
+from .shared_config_checks import (
+    check_activation,
+    check_choice,
+    check_divisible,
+    check_finite_numbers,
+    check_flags,
+    check_integers,
+    check_numbers,
+    config_error,
+)
 
 
 HYPER_CONNECTION_TYPES = ("mhc", "hc")
@@ -181,6 +188,8 @@ class MhcConfig(PretrainedConfig):
         ):
             # checked before transformers builds id2label from it (a TypeError, or no classes, otherwise)
             raise ValueError(f"MhcConfig.num_labels={num_labels!r} is invalid: must be a number of classes >= 1")
+        # before PretrainedConfig's own checks, which compare the token ids with vocab_size
+        check_integers(self, ("vocab_size",))
         super().__init__(
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,
@@ -195,75 +204,36 @@ class MhcConfig(PretrainedConfig):
         return (self.image_size // self.patch_size) ** 2
 
     def _validate_mhc(self):
-        def fail(field, value, requirement):
-            raise ValueError(f"MhcConfig.{field}={value!r} is invalid: {requirement}")
-
-        def number(value):
-            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
         check_finite_numbers(self)
         check_activation(self)
-        if self.modality not in MODALITIES:
-            fail("modality", self.modality, f"must be one of {MODALITIES}")
-        if self.hyper_connection_type not in HYPER_CONNECTION_TYPES:
-            fail("hyper_connection_type", self.hyper_connection_type, f"must be one of {HYPER_CONNECTION_TYPES}")
-        if self.hyper_connection_implementation not in HYPER_CONNECTION_IMPLEMENTATIONS:
-            fail(
-                "hyper_connection_implementation",
-                self.hyper_connection_implementation,
-                f"must be one of {HYPER_CONNECTION_IMPLEMENTATIONS}",
-            )
-        for field in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "expansion_rate",
-            "sinkhorn_iterations",
-            "image_size",
-            "patch_size",
-            "num_channels",
-            "pool_size",
-        ):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                fail(field, value, "must be a positive integer")
-        if self.hidden_size % self.num_attention_heads:
-            fail(
-                "hidden_size", self.hidden_size, f"must be divisible by num_attention_heads={self.num_attention_heads}"
-            )
+        check_choice(self, "modality", MODALITIES)
+        check_choice(self, "hyper_connection_type", HYPER_CONNECTION_TYPES)
+        check_choice(self, "hyper_connection_implementation", HYPER_CONNECTION_IMPLEMENTATIONS)
+        check_integers(self, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                              "intermediate_size", "max_position_embeddings", "expansion_rate", "sinkhorn_iterations",
+                              "image_size", "patch_size", "num_channels", "pool_size"))  # fmt: skip
+        check_divisible(self, "hidden_size", "num_attention_heads")
         if self.hidden_size % 2:
-            fail("hidden_size", self.hidden_size, "must be even (sinusoidal position code)")
+            config_error(self, "hidden_size", self.hidden_size, "must be even (sinusoidal position code)")
         if self.modality == "image":
-            if self.image_size % self.patch_size:
-                fail("image_size", self.image_size, f"must be divisible by patch_size={self.patch_size}")
+            check_divisible(self, "image_size", "patch_size")
             if self.hidden_size % 4:
-                fail("hidden_size", self.hidden_size, "must be divisible by 4 for images (2-D sinusoidal code)")
+                config_error(self, "hidden_size", self.hidden_size,
+                             "must be divisible by 4 for images (2-D sinusoidal code)")  # fmt: skip
             if self.pool_size > self.image_size // self.patch_size:
-                fail(
-                    "pool_size", self.pool_size, f"must be <= the patch grid side {self.image_size // self.patch_size}"
-                )
+                config_error(self, "pool_size", self.pool_size,
+                             f"must be <= the patch grid side {self.image_size // self.patch_size}")  # fmt: skip
             if self.is_causal:
-                fail("is_causal", self.is_causal, "must be false for images (patches have no order)")
+                config_error(self, "is_causal", self.is_causal, "must be false for images (patches have no order)")
             if not self.num_labels:  # 0, or None without id2label: a classifier with no class to predict
-                fail("num_labels", self.num_labels, "an image classifier needs at least one class (num_labels >= 1)")
-        for field in ("hyper_connection_eps", "rms_norm_eps"):
-            if not number(getattr(self, field)) or not getattr(self, field) > 0:
-                fail(field, getattr(self, field), "must be a positive number")
-        for field in ("hyper_connection_gate_init", "residual_diagonal_init", "initializer_range"):
-            if not number(getattr(self, field)):
-                fail(field, getattr(self, field), "must be a finite number")
-        for field in ("hidden_dropout", "attention_dropout", "drop_path_rate", "mask_ratio"):
-            value = getattr(self, field)
-            if not number(value) or not 0 <= value < 1:
-                fail(field, value, "must be in [0, 1)")
+                config_error(self, "num_labels", self.num_labels,
+                             "an image classifier needs at least one class (num_labels >= 1)")  # fmt: skip
+        check_numbers(self, ("hyper_connection_eps", "rms_norm_eps"), "positive")
+        check_numbers(self, ("hyper_connection_gate_init", "residual_diagonal_init", "initializer_range"))
+        check_numbers(self, ("hidden_dropout", "attention_dropout", "drop_path_rate", "mask_ratio"), "dropout")
         if self.modality == "image" and int(self.num_patches * (1 - self.mask_ratio)) < 1:
-            fail("mask_ratio", self.mask_ratio, f"keeps no patch of {self.num_patches}")
-        for field in ("is_causal", "dynamic_hyper_connections"):
-            if not isinstance(getattr(self, field), bool):
-                fail(field, getattr(self, field), "must be true or false")
+            config_error(self, "mask_ratio", self.mask_ratio, f"keeps no patch of {self.num_patches}")
+        check_flags(self, ("is_causal", "dynamic_hyper_connections"))
 
 
 __all__ = ["MhcConfig"]

@@ -10,7 +10,16 @@ beside it (which import no torch).
 
 from transformers import PretrainedConfig
 
-from .shared_config_checks import check_activation, check_finite_numbers
+from .shared_config_checks import (
+    check_activation,
+    check_choice,
+    check_divisible,
+    check_finite_numbers,
+    check_flags,
+    check_integers,
+    check_numbers,
+    config_error,
+)
 
 
 GRAVITY_KERNELS = ("repulsive", "attractive")
@@ -154,6 +163,8 @@ class NgtConfig(PretrainedConfig):
                 "AutoModelForCausalLM": "modeling_ngt.NgtForCausalLM",
             },
         )
+        # before PretrainedConfig's own checks, which compare the token ids with vocab_size
+        check_integers(self, ("vocab_size",))
         super().__init__(
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,
@@ -164,63 +175,33 @@ class NgtConfig(PretrainedConfig):
         self._validate_ngt()
 
     def _validate_ngt(self):
-        def fail(field, value, requirement):
-            raise ValueError(f"NgtConfig.{field}={value!r} is invalid: {requirement}")
-
         check_finite_numbers(self)  # first: NaN and inf pass the range checks below
         check_activation(self)
-        for field in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "coord_dim",
-            "head_coord_dim",
-            "gravity_chunk_size",
-            "repulsion_interval",
-        ):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                fail(field, value, "must be a positive integer")
-        if self.hidden_size % self.num_attention_heads:
-            fail(
-                "hidden_size", self.hidden_size, f"must be divisible by num_attention_heads={self.num_attention_heads}"
-            )
-        if self.gravity_kernel not in GRAVITY_KERNELS:
-            fail("gravity_kernel", self.gravity_kernel, f"must be one of {GRAVITY_KERNELS}")
-        if self.radius_cutoff not in RADIUS_CUTOFFS:
-            fail("radius_cutoff", self.radius_cutoff, f"must be one of {RADIUS_CUTOFFS}")
-        if self.gravity_implementation not in GRAVITY_IMPLEMENTATIONS:
-            fail("gravity_implementation", self.gravity_implementation, f"must be one of {GRAVITY_IMPLEMENTATIONS}")
+        check_integers(self, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                              "intermediate_size", "max_position_embeddings", "coord_dim", "head_coord_dim",
+                              "gravity_chunk_size", "repulsion_interval"))  # fmt: skip
+        check_divisible(self, "hidden_size", "num_attention_heads")
+        check_choice(self, "gravity_kernel", GRAVITY_KERNELS)
+        check_choice(self, "radius_cutoff", RADIUS_CUTOFFS)
+        check_choice(self, "gravity_implementation", GRAVITY_IMPLEMENTATIONS)
         if self.gravity_kernel == "attractive" and not self.self_attention:
-            fail(
+            config_error(
+                self,
                 "gravity_kernel",
                 self.gravity_kernel,
                 "the attractive kernel needs self_attention=True (at d_ii = 0 the kernel is the maximum of every row, "
                 "so each token would attend only to itself)",
             )
-        for field in ("gravity_epsilon", "cutoff_sharpness", "repulsion_min_dist", "layer_norm_eps"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                fail(field, value, "must be a positive number")
-        for field in ("attention_dropout", "hidden_dropout"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                fail(field, value, "must be in [0, 1)")
-        for field in ("repulsion_weight", "initializer_range"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                fail(field, value, "must be a number >= 0")
-        if not isinstance(self.initial_radius, (int, float)) or isinstance(self.initial_radius, bool):
-            fail("initial_radius", self.initial_radius, "must be a number")
+        check_numbers(
+            self, ("gravity_epsilon", "cutoff_sharpness", "repulsion_min_dist", "layer_norm_eps"), "positive"
+        )
+        check_numbers(self, ("attention_dropout", "hidden_dropout"), "dropout")
+        check_numbers(self, ("repulsion_weight", "initializer_range"), "non_negative")
+        check_numbers(self, ("initial_radius",))
         num_samples = self.repulsion_num_samples
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples == 1 or num_samples < 0:
-            fail("repulsion_num_samples", num_samples, "must be 0 (all positions) or an integer >= 2")
-        for field in ("mass_in_value", "self_attention", "gravity_recompute"):
-            if not isinstance(getattr(self, field), bool):
-                fail(field, getattr(self, field), "must be true or false")
+            config_error(self, "repulsion_num_samples", num_samples, "must be 0 (all positions) or an integer >= 2")
+        check_flags(self, ("mass_in_value", "self_attention", "gravity_recompute"))
 
 
 __all__ = ["NgtConfig"]

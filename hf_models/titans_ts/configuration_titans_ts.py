@@ -11,7 +11,16 @@ hold a neural memory, whose weights are the state that forward returns and accep
 
 from transformers import PretrainedConfig
 
-from .shared_config_checks import check_activation, check_finite_numbers
+from .shared_config_checks import (
+    check_activation,
+    check_choice,
+    check_divisible,
+    check_finite_numbers,
+    check_flags,
+    check_integers,
+    check_numbers,
+    config_error,
+)
 
 
 SCALINGS = ("std", "mean", None)
@@ -179,62 +188,35 @@ class TitansTsConfig(PretrainedConfig):
         return (self.context_length - self.patch_length) // self.patch_stride + 1
 
     def _validate_titans_ts(self):
-        def fail(field, value, requirement):
-            raise ValueError(f"TitansTsConfig.{field}={value!r} is invalid: {requirement}")
-
-        def integer(field, minimum):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                fail(field, value, f"must be an integer >= {minimum}")
-
-        def flag(field):
-            if not isinstance(getattr(self, field), bool):
-                fail(field, getattr(self, field), "must be true or false")
-
-        def choice(field, options):
-            if getattr(self, field) not in options:
-                fail(field, getattr(self, field), f"must be one of {options}")
-
         check_finite_numbers(self)
         check_activation(self)
-        for field in ("context_length", "prediction_length", "num_input_channels", "patch_length", "patch_stride",
-                      "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "segment_length",
-                      "memory_num_heads", "memory_head_dim", "memory_depth", "memory_expansion_factor",
-                      "memory_chunk_size", "memory_momentum_order"):  # fmt: skip
-            integer(field, 1)
-        integer("num_persistent_memory_tokens", 0)
+        check_integers(self, ("context_length", "prediction_length", "num_input_channels", "patch_length",
+                              "patch_stride", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                              "intermediate_size", "segment_length", "memory_num_heads", "memory_head_dim",
+                              "memory_depth", "memory_expansion_factor", "memory_chunk_size",
+                              "memory_momentum_order"))  # fmt: skip
+        check_integers(self, ("num_persistent_memory_tokens",), minimum=0)
         if self.patch_length > self.context_length:
-            fail("patch_length", self.patch_length, f"must be <= context_length={self.context_length}")
-        if self.hidden_size % self.num_attention_heads:
-            fail(
-                "hidden_size", self.hidden_size, f"must be divisible by num_attention_heads={self.num_attention_heads}"
-            )
+            config_error(self, "patch_length", self.patch_length, f"must be <= context_length={self.context_length}")
+        check_divisible(self, "hidden_size", "num_attention_heads")
         layers = self.neural_memory_layers
         if not isinstance(layers, list) or any(
             isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.num_hidden_layers for i in layers
         ):
-            fail("neural_memory_layers", layers, f"must be a list of block indices in [0, {self.num_hidden_layers})")
+            config_error(self, "neural_memory_layers", layers,
+                         f"must be a list of block indices in [0, {self.num_hidden_layers})")  # fmt: skip
         if len(set(layers)) != len(layers):
-            fail("neural_memory_layers", layers, "names a block twice")
+            config_error(self, "neural_memory_layers", layers, "names a block twice")
         if self.memory_batch_size is not None:
-            integer("memory_batch_size", 1)
-            if self.memory_batch_size % self.memory_chunk_size:
-                fail("memory_batch_size", self.memory_batch_size,
-                     f"must be a multiple of memory_chunk_size={self.memory_chunk_size}")  # fmt: skip
-        for field in ("memory_momentum", "memory_weight_decay", "memory_qk_rmsnorm", "memory_per_parameter_lr",
-                      "memory_attention_pool_chunks", "memory_spectral_norm_surprises"):  # fmt: skip
-            flag(field)
-        choice("scaling", SCALINGS)
-        choice("loss", LOSSES)
-        choice("memory_implementation", MEMORY_IMPLEMENTATIONS)
-        for field in ("hidden_dropout", "attention_dropout", "head_dropout"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                fail(field, value, "must be in [0, 1)")
-        for field in ("memory_max_lr", "layer_norm_eps", "initializer_range"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                fail(field, value, "must be a positive number")
+            check_integers(self, ("memory_batch_size",))
+            check_divisible(self, "memory_batch_size", "memory_chunk_size")
+        check_flags(self, ("memory_momentum", "memory_weight_decay", "memory_qk_rmsnorm", "memory_per_parameter_lr",
+                           "memory_attention_pool_chunks", "memory_spectral_norm_surprises"))  # fmt: skip
+        check_choice(self, "scaling", SCALINGS)
+        check_choice(self, "loss", LOSSES)
+        check_choice(self, "memory_implementation", MEMORY_IMPLEMENTATIONS)
+        check_numbers(self, ("hidden_dropout", "attention_dropout", "head_dropout"), "dropout")
+        check_numbers(self, ("memory_max_lr", "layer_norm_eps", "initializer_range"), "positive")
 
 
 __all__ = ["TitansTsConfig"]

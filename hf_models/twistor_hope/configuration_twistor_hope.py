@@ -9,7 +9,15 @@ beside it (which import no torch).
 
 from transformers import PretrainedConfig
 
-from .shared_config_checks import check_activation, check_finite_numbers
+from .shared_config_checks import (
+    check_activation,
+    check_choice,
+    check_finite_numbers,
+    check_flags,
+    check_integers,
+    check_numbers,
+    config_error,
+)
 
 
 CONSTRAINT_TYPES = ("incidence", "learned")
@@ -182,6 +190,8 @@ class TwistorHopeConfig(PretrainedConfig):
                 "AutoModelForSequenceClassification": "modeling_twistor_hope.TwistorHopeForSequenceClassification",
             },
         )
+        # before PretrainedConfig's own checks, which compare the token ids with vocab_size
+        check_integers(self, ("vocab_size",))
         super().__init__(
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,
@@ -197,73 +207,49 @@ class TwistorHopeConfig(PretrainedConfig):
         return 2 * self.hidden_size
 
     def _validate_twistor_hope(self):
-        def fail(field, value, requirement):
-            raise ValueError(f"TwistorHopeConfig.{field}={value!r} is invalid: {requirement}")
-
-        def positive_int(field, minimum=1):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                fail(field, value, f"must be an integer >= {minimum}")
-
         check_finite_numbers(self)
         check_activation(self)
-        for field in (
-            "vocab_size",
-            "hidden_size",
-            "recurrent_hidden_size",
-            "num_recurrent_layers",
-            "intermediate_size",
-            "max_position_embeddings",
-            "num_mobius_cycles",
-            "adaptive_mobius_cycles",
-            "num_memory_cycles",
-        ):
-            positive_int(field)
-        positive_int("num_memories", 0)
+        check_integers(self, ("vocab_size", "hidden_size", "recurrent_hidden_size", "num_recurrent_layers",
+                              "intermediate_size", "max_position_embeddings", "num_mobius_cycles",
+                              "adaptive_mobius_cycles", "num_memory_cycles"))  # fmt: skip
+        check_integers(self, ("num_memories",), minimum=0)
         if self.phase_period is not None:
-            positive_int("phase_period")
-        positive_int("num_nested_levels", 0 if not self.use_nested_learning else 1)
+            check_integers(self, ("phase_period",))
+        check_integers(self, ("num_nested_levels",), minimum=0 if not self.use_nested_learning else 1)
         if self.hidden_size % 4:
-            fail("hidden_size", self.hidden_size, "must be divisible by 4 (ω and π, each [real | imag] halves)")
+            config_error(self, "hidden_size", self.hidden_size,
+                         "must be divisible by 4 (ω and π, each [real | imag] halves)")  # fmt: skip
         if self.recurrent_hidden_size % 2:
-            fail("recurrent_hidden_size", self.recurrent_hidden_size, "must be even (ω and π halves)")
+            config_error(self, "recurrent_hidden_size", self.recurrent_hidden_size, "must be even (ω and π halves)")
         periods = self.memory_update_periods
         if (
             not isinstance(periods, list)
             or len(periods) != self.num_memories
             or any(isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in periods)
         ):
-            fail("memory_update_periods", periods, f"must be {self.num_memories} integers >= 1 (one per memory slot)")
-        if self.constraint_type not in CONSTRAINT_TYPES:
-            fail("constraint_type", self.constraint_type, f"must be one of {CONSTRAINT_TYPES}")
-        if self.recurrent_implementation not in RECURRENT_IMPLEMENTATIONS:
-            fail(
-                "recurrent_implementation",
-                self.recurrent_implementation,
-                f"must be one of {RECURRENT_IMPLEMENTATIONS}",
-            )
+            config_error(self, "memory_update_periods", periods,
+                         f"must be {self.num_memories} integers >= 1 (one per memory slot)")  # fmt: skip
+        check_choice(self, "constraint_type", CONSTRAINT_TYPES)
+        check_choice(self, "recurrent_implementation", RECURRENT_IMPLEMENTATIONS)
         weights = self.level_constraint_weights
         if len(weights) != 2 or any(isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 for w in weights):
-            fail("level_constraint_weights", weights, "must be two numbers >= 0 (start and end of training)")
-        for field in ("mobius_coupling", "adaptive_coupling_base", "adaptive_range_init", "constraint_weight",
-                      "memory_update_rate", "initializer_range"):  # fmt: skip
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                fail(field, value, "must be a number >= 0")
+            config_error(self, "level_constraint_weights", weights,
+                         "must be two numbers >= 0 (start and end of training)")  # fmt: skip
+        check_numbers(self, ("mobius_coupling", "adaptive_coupling_base", "adaptive_range_init", "constraint_weight",
+                             "memory_update_rate", "initializer_range"), "non_negative")  # fmt: skip
         if not 0 < self.memory_update_rate <= 1:
-            fail("memory_update_rate", self.memory_update_rate, "must be in (0, 1]")
+            config_error(self, "memory_update_rate", self.memory_update_rate, "must be in (0, 1]")
+        check_numbers(self, ("nested_lr_decay", "phase_compression_ratio"), "positive")
         if not 0 < self.nested_lr_decay <= 1:
-            fail("nested_lr_decay", self.nested_lr_decay, "must be in (0, 1]")
+            config_error(self, "nested_lr_decay", self.nested_lr_decay, "must be in (0, 1]")
         if not 0 < self.phase_compression_ratio <= 1 or int(self.twistor_size * self.phase_compression_ratio) < 1:
-            fail("phase_compression_ratio", self.phase_compression_ratio, "must be in (0, 1] and keep >= 1 unit")
-        if isinstance(self.hidden_dropout, bool) or not 0 <= self.hidden_dropout < 1:
-            fail("hidden_dropout", self.hidden_dropout, "must be in [0, 1)")
-        if isinstance(self.layer_norm_eps, bool) or not self.layer_norm_eps > 0:
-            fail("layer_norm_eps", self.layer_norm_eps, "must be a positive number")
-        for field in ("bidirectional", "use_adaptive_evolution_rate", "use_multiscale_evolution", "use_phase_compression",
-                      "use_nested_learning", "use_level_constraints", "faithful_train_scaling"):  # fmt: skip
-            if not isinstance(getattr(self, field), bool):
-                fail(field, getattr(self, field), "must be true or false")
+            config_error(self, "phase_compression_ratio", self.phase_compression_ratio,
+                         "must be in (0, 1] and keep >= 1 unit")  # fmt: skip
+        check_numbers(self, ("hidden_dropout",), "dropout")
+        check_numbers(self, ("layer_norm_eps",), "positive")
+        check_flags(self, ("bidirectional", "use_adaptive_evolution_rate", "use_multiscale_evolution",
+                           "use_phase_compression", "use_nested_learning", "use_level_constraints",
+                           "faithful_train_scaling"))  # fmt: skip
 
 
 __all__ = ["TwistorHopeConfig"]

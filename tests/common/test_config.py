@@ -89,3 +89,23 @@ def test_configuration_files_import_no_torch(spec):
     for name in names:
         source = (folder / name).read_text(encoding="utf-8")
         assert not re.search(r"^\s*(import torch|from torch\b)", source, re.M), name
+
+
+# transformers' own fields, which a model config passes through to PretrainedConfig and which transformers reads
+TRANSFORMERS_FIELDS = {"use_cache", "tie_word_embeddings", "return_dict", "output_hidden_states", "output_attentions"}
+
+
+def test_flag_and_integer_fields_refuse_other_types(spec):
+    """Every true/false and every integer field the config class declares refuses a value of another type by name
+    (a string "false" would otherwise read as true, a 2.5 fail deep inside torch)."""
+    import inspect
+
+    base = spec.load_config().to_dict()
+    declared = inspect.signature(spec.config_class.__init__).parameters
+    flags = [n for n, p in declared.items() if isinstance(p.default, bool) and n not in TRANSFORMERS_FIELDS]
+    integers = [n for n, p in declared.items() if type(p.default) is int and n not in TRANSFORMERS_FIELDS]
+    assert flags or integers, "the config declares fields to check"
+    for field, values in [(f, ("false", 1)) for f in flags] + [(f, (2.5, "8", True)) for f in integers]:
+        for value in values:
+            with pytest.raises(ValueError, match=rf"\.{field}={re.escape(repr(value))} is invalid"):
+                spec.config_class(**{**base, field: value})
