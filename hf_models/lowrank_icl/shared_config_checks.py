@@ -31,12 +31,12 @@ def check_integers(config, fields, minimum=1):
 
 def check_numbers(config, fields, kind="any"):
     """Each of `fields` is a number (not a bool) of `kind`: "any", "positive" (> 0), "non_negative" (>= 0) or
-    "dropout" (in [0, 1))."""
+    "fraction" (in [0, 1): dropout rates, ratios)."""
     accept, requirement = {
         "any": (lambda v: True, "must be a finite number"),
         "positive": (lambda v: v > 0, "must be a positive number"),
         "non_negative": (lambda v: v >= 0, "must be a number >= 0"),
-        "dropout": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+        "fraction": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     }[kind]
     for field in fields:
         value = getattr(config, field)

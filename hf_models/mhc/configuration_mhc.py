@@ -230,7 +230,7 @@ class MhcConfig(PretrainedConfig):
                              "an image classifier needs at least one class (num_labels >= 1)")  # fmt: skip
         check_numbers(self, ("hyper_connection_eps", "rms_norm_eps"), "positive")
         check_numbers(self, ("hyper_connection_gate_init", "residual_diagonal_init", "initializer_range"))
-        check_numbers(self, ("hidden_dropout", "attention_dropout", "drop_path_rate", "mask_ratio"), "dropout")
+        check_numbers(self, ("hidden_dropout", "attention_dropout", "drop_path_rate", "mask_ratio"), "fraction")
         if self.modality == "image" and int(self.num_patches * (1 - self.mask_ratio)) < 1:
             config_error(self, "mask_ratio", self.mask_ratio, f"keeps no patch of {self.num_patches}")
         check_flags(self, ("is_causal", "dynamic_hyper_connections"))

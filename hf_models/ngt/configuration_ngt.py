@@ -195,7 +195,7 @@ class NgtConfig(PretrainedConfig):
         check_numbers(
             self, ("gravity_epsilon", "cutoff_sharpness", "repulsion_min_dist", "layer_norm_eps"), "positive"
         )
-        check_numbers(self, ("attention_dropout", "hidden_dropout"), "dropout")
+        check_numbers(self, ("attention_dropout", "hidden_dropout"), "fraction")
         check_numbers(self, ("repulsion_weight", "initializer_range"), "non_negative")
         check_numbers(self, ("initial_radius",))
         num_samples = self.repulsion_num_samples

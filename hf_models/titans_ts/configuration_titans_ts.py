@@ -215,7 +215,7 @@ class TitansTsConfig(PretrainedConfig):
         check_choice(self, "scaling", SCALINGS)
         check_choice(self, "loss", LOSSES)
         check_choice(self, "memory_implementation", MEMORY_IMPLEMENTATIONS)
-        check_numbers(self, ("hidden_dropout", "attention_dropout", "head_dropout"), "dropout")
+        check_numbers(self, ("hidden_dropout", "attention_dropout", "head_dropout"), "fraction")
         check_numbers(self, ("memory_max_lr", "layer_norm_eps", "initializer_range"), "positive")
 
 

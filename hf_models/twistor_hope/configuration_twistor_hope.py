@@ -245,7 +245,7 @@ class TwistorHopeConfig(PretrainedConfig):
         if not 0 < self.phase_compression_ratio <= 1 or int(self.twistor_size * self.phase_compression_ratio) < 1:
             config_error(self, "phase_compression_ratio", self.phase_compression_ratio,
                          "must be in (0, 1] and keep >= 1 unit")  # fmt: skip
-        check_numbers(self, ("hidden_dropout",), "dropout")
+        check_numbers(self, ("hidden_dropout",), "fraction")
         check_numbers(self, ("layer_norm_eps",), "positive")
         check_flags(self, ("bidirectional", "use_adaptive_evolution_rate", "use_multiscale_evolution",
                            "use_phase_compression", "use_nested_learning", "use_level_constraints",
