@@ -143,7 +143,8 @@ class LowRankIclConfig(PretrainedConfig):
         check_flags(self, ("is_causal",))
         if self.position_embedding_type == "dense" and self.max_position_embeddings < self.prompt_length():
             config_error(self, "max_position_embeddings", self.max_position_embeddings,
-                         f"must be >= the prompt length V·(C+1)+3 = {self.prompt_length()} of num_tables={self.num_tables}")  # fmt: skip
+                         f"must be >= the prompt length V·(C+1)+3 = {self.prompt_length()} of "
+                         f"num_tables={self.num_tables}")  # fmt: skip
         check_numbers(self, ("hidden_dropout", "attention_dropout"), "fraction")
         check_numbers(self, ("layer_norm_eps", "initializer_range", "position_initializer_range"), "positive")
 

@@ -188,7 +188,7 @@ class MhcConfig(PretrainedConfig):
         ):
             # checked before transformers builds id2label from it (a TypeError, or no classes, otherwise)
             raise ValueError(f"MhcConfig.num_labels={num_labels!r} is invalid: must be a number of classes >= 1")
-        # before PretrainedConfig's own checks, which compare the token ids with vocab_size
+        # vocab_size is checked here, before PretrainedConfig's own checks, which compare the token ids with it
         check_integers(self, ("vocab_size",))
         super().__init__(
             pad_token_id=pad_token_id,
@@ -209,7 +209,7 @@ class MhcConfig(PretrainedConfig):
         check_choice(self, "modality", MODALITIES)
         check_choice(self, "hyper_connection_type", HYPER_CONNECTION_TYPES)
         check_choice(self, "hyper_connection_implementation", HYPER_CONNECTION_IMPLEMENTATIONS)
-        check_integers(self, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+        check_integers(self, ("hidden_size", "num_hidden_layers", "num_attention_heads",
                               "intermediate_size", "max_position_embeddings", "expansion_rate", "sinkhorn_iterations",
                               "image_size", "patch_size", "num_channels", "pool_size"))  # fmt: skip
         check_divisible(self, "hidden_size", "num_attention_heads")

@@ -163,7 +163,7 @@ class NgtConfig(PretrainedConfig):
                 "AutoModelForCausalLM": "modeling_ngt.NgtForCausalLM",
             },
         )
-        # before PretrainedConfig's own checks, which compare the token ids with vocab_size
+        # vocab_size is checked here, before PretrainedConfig's own checks, which compare the token ids with it
         check_integers(self, ("vocab_size",))
         super().__init__(
             pad_token_id=pad_token_id,
@@ -177,7 +177,7 @@ class NgtConfig(PretrainedConfig):
     def _validate_ngt(self):
         check_finite_numbers(self)  # first: NaN and inf pass the range checks below
         check_activation(self)
-        check_integers(self, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+        check_integers(self, ("hidden_size", "num_hidden_layers", "num_attention_heads",
                               "intermediate_size", "max_position_embeddings", "coord_dim", "head_coord_dim",
                               "gravity_chunk_size", "repulsion_interval"))  # fmt: skip
         check_divisible(self, "hidden_size", "num_attention_heads")

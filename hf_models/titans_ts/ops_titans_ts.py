@@ -100,8 +100,9 @@ def naive_neural_memory(queries, keys, values, lrs, weights, momenta, gates, chu
 
     queries, keys, values: (N, H, T, D); lrs: (N, H, T) (θ_t); weights: [(N, H, I, O)] (the state's W); momenta: None
     or K lists like weights; gates: dict of per-chunk tensors, `momentum` (N, H, C) (needed with momenta), and
-    optional `decay` (N, H, C), `modulation` (N, H, C, L_M), `mixture` (N, H, C, K), `spectral_lr` (N, H, C). `batch_size`: tokens per
-    memory batch (a multiple of chunk_size; None: all T). Returns (retrieved (N, H, T, D), weights, momenta)."""
+    optional `decay` (N, H, C), `modulation` (N, H, C, L_M), `mixture` (N, H, C, K), `spectral_lr` (N, H, C).
+    `batch_size`: tokens per memory batch (a multiple of chunk_size; None: all T). Returns (retrieved (N, H, T, D),
+    weights, momenta)."""
     length = keys.shape[2]
     per_batch = length if batch_size is None else batch_size
     bounds = _chunk_bounds(length, chunk_size)

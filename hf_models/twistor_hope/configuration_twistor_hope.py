@@ -190,7 +190,7 @@ class TwistorHopeConfig(PretrainedConfig):
                 "AutoModelForSequenceClassification": "modeling_twistor_hope.TwistorHopeForSequenceClassification",
             },
         )
-        # before PretrainedConfig's own checks, which compare the token ids with vocab_size
+        # vocab_size is checked here, before PretrainedConfig's own checks, which compare the token ids with it
         check_integers(self, ("vocab_size",))
         super().__init__(
             pad_token_id=pad_token_id,
@@ -209,7 +209,7 @@ class TwistorHopeConfig(PretrainedConfig):
     def _validate_twistor_hope(self):
         check_finite_numbers(self)
         check_activation(self)
-        check_integers(self, ("vocab_size", "hidden_size", "recurrent_hidden_size", "num_recurrent_layers",
+        check_integers(self, ("hidden_size", "recurrent_hidden_size", "num_recurrent_layers",
                               "intermediate_size", "max_position_embeddings", "num_mobius_cycles",
                               "adaptive_mobius_cycles", "num_memory_cycles"))  # fmt: skip
         check_integers(self, ("num_memories",), minimum=0)
