@@ -10,8 +10,9 @@ Sections:
   windows (MSE / MAE, standardised scale). ETTm1 trains on every `--minute-stride`-th window (4: as many training
   windows as the hourly files); its test windows are all of them.
 - `modes`: the evaluation modes (independent, online memory, online full model, the last also with labels on every
-  `--sparse-step`-th window only) of the Titans-TS model trained for the first series at the first horizon (from the
-  quality section, or trained here), and of one trained on the seeded concept-drift series (configs/train/titans_ts_drift.yaml).
+  `--sparse-step`-th window only) of the Titans-TS models trained for the first series at each horizon (from the
+  quality section, or trained here), with each mode's mean over the horizons, and of one trained on the seeded
+  concept-drift series (configs/train/titans_ts_drift.yaml) at the first horizon.
 - `speed`: the neural memory alone (dim 64, one head of 64, depth 2, chunk 16, batch 2 x 256 tokens): forward and
   forward + backward of the chunked op (memory batches of one chunk, the default, and of the whole sequence, which is
   titans-pytorch's default), of the token-by-token reference, and of titans-pytorch's `NeuralMemory` at the same
@@ -109,21 +110,21 @@ def quality_section(args, runs, save):
 
 
 def modes_section(args, runs, save):
-    """Modes A, B, C and C with sparse labels for the first series at the first horizon and for the drift series."""
+    """Modes A, B, C and C with sparse labels for the first series at each horizon and for the drift series."""
     from hf_models import TitansTsForPrediction
     from hf_models.tasks.forecasting import evaluate_forecaster, series_splits
     from hf_models.training.arguments import load_yaml
 
     results = {}
-    series, horizon = args.series[0], args.horizons[0]
-    overrides = {"series": str(DATA / f"{series}.csv"), "prediction_length": horizon}
-    targets = [(series, runs / f"titans_ts_{series}_{horizon}", overrides)]
-    targets.append(("synthetic_drift", runs / "titans_ts_drift", {}))
-    for name, folder, overrides in targets:
+    series = args.series[0]
+    targets = [(f"{series}/{horizon}", runs / f"titans_ts_{series}_{horizon}", MODELS["titans_ts"],
+                {"series": str(DATA / f"{series}.csv"), "prediction_length": horizon})
+               for horizon in args.horizons]  # fmt: skip
+    targets.append(("synthetic_drift", runs / "titans_ts_drift", "configs/train/titans_ts_drift.yaml",
+                    {"prediction_length": args.horizons[0]}))  # fmt: skip
+    for name, folder, config, overrides in targets:
         if not (folder / "config.json").exists():
-            config = MODELS["titans_ts"] if name != "synthetic_drift" else "configs/train/titans_ts_drift.yaml"
             print(f"modes: training {name}", flush=True)
-            overrides = overrides or {"prediction_length": horizon}
             results[f"{name}/training"] = train_run(config, folder, overrides, args.train_args)
         splits = series_splits(load_yaml(folder / "train_config.yaml")["data"])  # the run's own series
         for mode, sparse in (("independent", 1), ("online_memory", 1), ("online_full", 1),
@@ -137,6 +138,15 @@ def modes_section(args, runs, save):
             results[f"{name}/{label}"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
             results[f"{name}/{label}"]["prediction_length"] = model.config.prediction_length
             save(results)
+    if len(args.horizons) > 1:  # each mode's mean over the horizons of the series
+        summary = {}
+        for label in ("independent", "online_memory", "online_full", f"online_full_sparse{args.sparse_step}"):
+            scores = [results[f"{series}/{h}/{label}"] for h in args.horizons]
+            summary[f"{series}/{label}"] = {"mean_mse": round(statistics.mean(s["mse"] for s in scores), 4),
+                                            "mean_mae": round(statistics.mean(s["mae"] for s in scores), 4),
+                                            "horizons": list(args.horizons)}  # fmt: skip
+        results["summary"] = summary
+        save(results)
     return results
 
 
@@ -242,6 +252,11 @@ def render_markdown(report):
             if "mse" in value and "mode" in value:
                 lines.append(f"| {key} | {value['mse']} | {value['mae']} | {value['windows']} | "
                              f"{value.get('online_updates', '-')} | {value['seconds']} |")  # fmt: skip
+        if modes.get("summary"):
+            lines += ["", "| series / mode | mean MSE | mean MAE | horizons |", "|---|---|---|---|"]
+            for key, value in modes["summary"].items():
+                lines.append(f"| {key} | {value['mean_mse']} | {value['mean_mae']} | "
+                             f"{', '.join(map(str, value['horizons']))} |")  # fmt: skip
         lines.append("")
     speed = report.get("speed")
     if speed:

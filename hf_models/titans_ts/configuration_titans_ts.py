@@ -26,6 +26,7 @@ from .shared_config_checks import (
 SCALINGS = ("std", "mean", None)
 LOSSES = ("mse", "mae")
 MEMORY_IMPLEMENTATIONS = ("chunked", "reference")
+NORM_TYPES = ("layernorm", "batchnorm")
 
 
 class TitansTsConfig(PretrainedConfig):
@@ -48,6 +49,9 @@ class TitansTsConfig(PretrainedConfig):
         segment_length (`int`, defaults to 64): C, patch tokens per attention segment. Attention is causal within a
             segment and never crosses segments: what earlier segments saw reaches later ones only through the neural
             memory. At least `num_patches` gives one segment per window.
+        is_causal (`bool`, defaults to `True`): causal attention within a segment (MAC's, from language modelling).
+            `False`: every token of a segment sees the whole segment and all of its retrieved h_t, as an encoder does
+            (the whole context of a forecast is known, so nothing leaks; segments still never see later segments).
         num_persistent_memory_tokens (`int`, defaults to 4): N_p learned tokens [p_1 ... p_Np] every segment attends
             to (Eq. 19).
         neural_memory_layers (`list[int]`, defaults to `[0]`): the blocks (0-based) with a neural memory (MAC). In
@@ -85,6 +89,11 @@ class TitansTsConfig(PretrainedConfig):
         memory_implementation (`str`, defaults to `"chunked"`): `"chunked"` (the surprises of every chunk of a memory
             batch at once as batched matmuls, gradients written out by hand) or `"reference"` (token by token, each
             surprise from `torch.autograd.grad`: the readable oracle, tested equal).
+        norm_type (`str`, defaults to `"layernorm"`): `"layernorm"`: pre-norm blocks with LayerNorm and a final
+            LayerNorm; `"batchnorm"`: PatchTST's post-norm blocks, x <- BN(x + o), x <- BN(x + FFN(x)), with batch
+            normalisation of each hidden feature over the batch's tokens (running statistics in eval mode) and no
+            final norm. In training the batch statistics mix the windows of a batch (eval mode keeps each window's
+            forecast its own), and with gradient checkpointing the running statistics see each batch twice.
         hidden_dropout (`float`, defaults to 0.0): dropout on the block outputs.
         attention_dropout (`float`, defaults to 0.0): dropout on the attention probabilities.
         head_dropout (`float`, defaults to 0.0): dropout before the prediction head.
@@ -109,6 +118,7 @@ class TitansTsConfig(PretrainedConfig):
         intermediate_size=128,
         hidden_act="gelu",
         segment_length=64,
+        is_causal=True,
         num_persistent_memory_tokens=4,
         neural_memory_layers=(0,),
         memory_num_heads=2,
@@ -126,6 +136,7 @@ class TitansTsConfig(PretrainedConfig):
         memory_attention_pool_chunks=False,
         memory_spectral_norm_surprises=False,
         memory_implementation="chunked",
+        norm_type="layernorm",
         hidden_dropout=0.0,
         attention_dropout=0.0,
         head_dropout=0.0,
@@ -146,6 +157,7 @@ class TitansTsConfig(PretrainedConfig):
         self.intermediate_size = intermediate_size
         self.hidden_act = hidden_act
         self.segment_length = segment_length
+        self.is_causal = is_causal
         self.num_persistent_memory_tokens = num_persistent_memory_tokens
         self.neural_memory_layers = (
             list(neural_memory_layers) if isinstance(neural_memory_layers, tuple) else (neural_memory_layers)
@@ -165,6 +177,7 @@ class TitansTsConfig(PretrainedConfig):
         self.memory_attention_pool_chunks = memory_attention_pool_chunks
         self.memory_spectral_norm_surprises = memory_spectral_norm_surprises
         self.memory_implementation = memory_implementation
+        self.norm_type = norm_type
         self.hidden_dropout = hidden_dropout
         self.attention_dropout = attention_dropout
         self.head_dropout = head_dropout
@@ -210,10 +223,11 @@ class TitansTsConfig(PretrainedConfig):
         if self.memory_batch_size is not None:
             check_integers(self, ("memory_batch_size",))
             check_divisible(self, "memory_batch_size", "memory_chunk_size")
-        check_flags(self, ("memory_momentum", "memory_weight_decay", "memory_qk_rmsnorm", "memory_per_parameter_lr",
+        check_flags(self, ("is_causal", "memory_momentum", "memory_weight_decay", "memory_qk_rmsnorm", "memory_per_parameter_lr",
                            "memory_attention_pool_chunks", "memory_spectral_norm_surprises"))  # fmt: skip
         check_choice(self, "scaling", SCALINGS)
         check_choice(self, "loss", LOSSES)
+        check_choice(self, "norm_type", NORM_TYPES)
         check_choice(self, "memory_implementation", MEMORY_IMPLEMENTATIONS)
         check_numbers(self, ("hidden_dropout", "attention_dropout", "head_dropout"), "fraction")
         check_numbers(self, ("memory_max_lr", "layer_norm_eps", "initializer_range"), "positive")

@@ -231,10 +231,27 @@ class TitansTsNeuralMemory(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------------------- block
+class TitansTsBatchNorm(nn.Module):
+    """Batch normalisation of each hidden feature over all tokens of the batch: (N, L, D) -> (N, L, D)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, x):
+        return self.norm(x.transpose(1, 2)).transpose(1, 2)
+
+
+def _norm(config):
+    if config.norm_type == "batchnorm":
+        return TitansTsBatchNorm(config)
+    return nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+
 class TitansTsAttention(nn.Module):
     """Causal attention of a segment's tokens over [prefix ‖ segment]: the prefix (persistent tokens, and in memory
     blocks the retrieved h_t) is keys and values only. `causal_prefix`: the last this many prefix tokens are per
-    position (h_t): token i sees h_j for j <= i. No biases (a key bias would get no gradient: softmax ignores it)."""
+    position (h_t): token i sees h_j for j <= i. With `config.is_causal=False` every token sees everything. No biases (a key bias would get no gradient: softmax ignores it)."""
 
     def __init__(self, config):
         super().__init__()
@@ -245,6 +262,7 @@ class TitansTsAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
         self.dropout = config.attention_dropout
+        self.is_causal = config.is_causal
 
     def forward(self, x, prefix, causal_prefix):
         n, length, _ = x.shape
@@ -253,10 +271,12 @@ class TitansTsAttention(nn.Module):
         def heads(t):  # (N, L, D) -> (N, heads, L, head_dim)
             return t.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
 
-        position = torch.arange(length, device=x.device)
-        causal = position[None, :] <= position[:, None]  # (S, S)
-        fixed = prefix.shape[1] - causal_prefix
-        mask = torch.cat([causal.new_ones(length, fixed)] + ([causal] if causal_prefix else []) + [causal], dim=1)
+        mask = None  # without causality every token sees the whole prefix and segment
+        if self.is_causal:
+            position = torch.arange(length, device=x.device)
+            causal = position[None, :] <= position[:, None]  # (S, S)
+            fixed = prefix.shape[1] - causal_prefix
+            mask = torch.cat([causal.new_ones(length, fixed)] + ([causal] if causal_prefix else []) + [causal], dim=1)
         out = F.scaled_dot_product_attention(
             heads(self.q_proj(x)), heads(self.k_proj(context)), heads(self.v_proj(context)), attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0,
@@ -265,17 +285,19 @@ class TitansTsAttention(nn.Module):
 
 
 class TitansTsBlock(GradientCheckpointingLayer):
-    """Pre-norm block over segments: x <- x + o (attention, gated by the memory in memory blocks), x <- x + FFN(x)."""
+    """Block over segments: x <- x + o (attention, gated by the memory in memory blocks), x <- x + FFN(x), each
+    sublayer pre-norm (LayerNorm) or post-norm (`norm_type="batchnorm"`: x <- BN(x + o), PatchTST's)."""
 
     def __init__(self, config, layer_idx):
         super().__init__()
         self.layer_idx = layer_idx
         self.segment_length = config.segment_length
-        self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.pre_norm = config.norm_type == "layernorm"
+        self.attention_norm = _norm(config)
         self.attention = TitansTsAttention(config)
         self.persistent_tokens = nn.Parameter(torch.empty(config.num_persistent_memory_tokens, config.hidden_size))
         self.memory = TitansTsNeuralMemory(config) if layer_idx in config.neural_memory_layers else None
-        self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.ffn_norm = _norm(config)
         self.ffn_in = nn.Linear(config.hidden_size, config.intermediate_size)
         self.ffn_out = nn.Linear(config.intermediate_size, config.hidden_size)
         self.act = ACT2FN[config.hidden_act]
@@ -286,7 +308,7 @@ class TitansTsBlock(GradientCheckpointingLayer):
         outputs = []
         for start in range(0, x.shape[1], self.segment_length):
             segment = x[:, start : start + self.segment_length]
-            normed = self.attention_norm(segment)
+            normed = self.attention_norm(segment) if self.pre_norm else segment
             prefix = self.persistent_tokens.expand(segment.shape[0], -1, -1)
             if self.memory is None:
                 y = self.attention(normed, prefix, causal_prefix=0)
@@ -295,8 +317,12 @@ class TitansTsBlock(GradientCheckpointingLayer):
                 y = self.attention(normed, torch.cat([prefix, retrieved], dim=1), causal_prefix=segment.shape[1])
                 gate, memory = self.memory(y, memory)  # write y_t, read M*_t(y_t)
                 y = y * torch.sigmoid(gate)
-            segment = segment + self.dropout(y)
-            segment = segment + self.dropout(self.ffn_out(self.act(self.ffn_in(self.ffn_norm(segment)))))
+            if self.pre_norm:
+                segment = segment + self.dropout(y)
+                segment = segment + self.dropout(self.ffn_out(self.act(self.ffn_in(self.ffn_norm(segment)))))
+            else:
+                segment = self.attention_norm(segment + self.dropout(y))
+                segment = self.ffn_norm(segment + self.dropout(self.ffn_out(self.act(self.ffn_in(segment)))))
             outputs.append(segment)
         return torch.cat(outputs, dim=1), memory
 
@@ -315,7 +341,7 @@ class TitansTsPreTrainedModel(PreTrainedModel):
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
         elif isinstance(module, TitansTsRMSNorm):
@@ -341,7 +367,8 @@ class TitansTsModel(TitansTsPreTrainedModel):
         self.segment_positions = nn.Parameter(torch.empty(config.segment_length, config.hidden_size))
         self.dropout = nn.Dropout(config.hidden_dropout)
         self.layers = nn.ModuleList([TitansTsBlock(config, i) for i in range(config.num_hidden_layers)])
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        # post-norm blocks end normalised
+        self.norm = _norm(config) if config.norm_type == "layernorm" else nn.Identity()
         self.gradient_checkpointing = False
         self.post_init()
 

@@ -99,21 +99,26 @@ def test_twistor_hope_ceiling_counts_the_flops_torch_counts():
 @pytest.mark.slow
 def test_titans_ts_benchmark_smoke(tmp_path, shared_data):
     out = tmp_path / "titans"
-    _script("bench_titans_ts.py", "--horizons", "8", "--mode-windows", "20", "--rounds", "1", "--out", str(out),
+    _script("bench_titans_ts.py", "--horizons", "8", "12", "--mode-windows", "20", "--rounds", "1", "--out", str(out),
             "--runs-dir", str(tmp_path / "runs"), "--train-args", "--max_steps", "2", "--eval_steps", "2",
             "--save_steps", "2", "--context_length", "32", "--train_stride", "40", "--max_validation_windows", "32")  # fmt: skip
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["host"]["processor"]
     quality = report["quality"]
     for name in ("titans_ts", "patchtst"):
-        run = quality[f"ETTh1/8/{name}"]
-        assert run["steps"] == 2 and 0 < run["test_mse"] < 5 and run["parameters"] > 0
+        for horizon in (8, 12):
+            run = quality[f"ETTh1/{horizon}/{name}"]
+            assert run["steps"] == 2 and 0 < run["test_mse"] < 5 and run["parameters"] > 0
     assert set(quality["summary"]) == {"ETTh1/titans_ts", "ETTh1/patchtst"}
     modes = report["modes"]
-    for series in ("ETTh1", "synthetic_drift"):
+    # the windows whose horizon has passed within the 20 (0..11 at horizon 8) have their labels in time
+    for name, updates in (("ETTh1/8", 12), ("ETTh1/12", 8), ("synthetic_drift", 12)):
         for mode in ("independent", "online_memory", "online_full", "online_full_sparse10"):
-            assert modes[f"{series}/{mode}"]["windows"] == 20, (series, mode)
-        assert modes[f"{series}/online_full"]["online_updates"] == 12  # windows 0..11 have their labels in time
+            assert modes[f"{name}/{mode}"]["windows"] == 20, (name, mode)
+        assert modes[f"{name}/online_full"]["online_updates"] == updates
+    summary = modes["summary"]["ETTh1/online_memory"]
+    scores = [modes[f"ETTh1/{h}/online_memory"]["mse"] for h in (8, 12)]
+    assert summary["horizons"] == [8, 12] and abs(summary["mean_mse"] - sum(scores) / 2) < 1e-4
     assert modes["synthetic_drift/training"]["steps"] == 2
     speed = report["speed"]
     for key in ("hf_models_chunked", "hf_models_chunked_one_batch", "hf_models_reference"):

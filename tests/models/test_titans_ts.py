@@ -184,12 +184,13 @@ def test_forecast_follows_an_affine_change_of_the_series():
                               3.0 * base + 5.0, atol=1e-2)  # fmt: skip
 
 
-@pytest.mark.parametrize("mode", ["train", "eval"])
-def test_backbone_is_causal(mode):
+@pytest.mark.parametrize(("norm_type", "mode"), [("layernorm", "train"), ("layernorm", "eval"), ("batchnorm", "eval")])
+def test_backbone_is_causal(norm_type, mode):
     """Changing the last patch changes no earlier patch's hidden state (attention is causal, each chunk retrieves
-    from the memory before it), in training and eval mode."""
+    from the memory before it), in training and eval mode (with BatchNorm in eval mode: in training its batch
+    statistics mix every token of the batch, as PatchTST's do)."""
     torch.manual_seed(0)
-    config = tiny(segment_length=8)
+    config = tiny(segment_length=8, norm_type=norm_type)
     model = TitansTsModel(config).double().train(mode == "train")
     values = torch.randn(2, 16, config.num_input_channels, dtype=F64)
     changed = values.clone()
@@ -198,6 +199,83 @@ def test_backbone_is_causal(mode):
         a, b = model(values).last_hidden_state, model(changed).last_hidden_state
     torch.testing.assert_close(a[:, :-1], b[:, :-1], rtol=0, atol=0)
     assert not torch.allclose(a[:, -1], b[:, -1])
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_backbone_without_causality_sees_its_whole_segment_and_no_later_one(mode):
+    """`is_causal=False`: changing the last patch changes every hidden state of its segment (an encoder's attention)
+    and none of an earlier segment (segments still see the past only through the memory)."""
+    torch.manual_seed(0)
+    config = tiny(segment_length=4, is_causal=False)
+    model = TitansTsModel(config).double().train(mode == "train")
+    values = torch.randn(2, 16, config.num_input_channels, dtype=F64)  # 8 patches: two segments of 4
+    changed = values.clone()
+    changed[:, -1] += 10.0
+    with torch.no_grad():
+        torch.manual_seed(1)
+        a = model(values).last_hidden_state
+        torch.manual_seed(1)
+        b = model(changed).last_hidden_state
+    torch.testing.assert_close(a[:, :4], b[:, :4], rtol=0, atol=0)
+    assert all(not torch.allclose(a[:, i], b[:, i]) for i in range(4, 8))
+
+
+def test_backbone_without_causality_fed_in_segments_equals_one_pass():
+    """With the state carried, two chunks that end on a segment boundary give the hidden states of one pass."""
+    torch.manual_seed(0)
+    config = tiny(segment_length=4, is_causal=False)
+    model = TitansTsModel(config).double().eval()
+    values = torch.randn(2, 16, config.num_input_channels, dtype=F64)
+    with torch.no_grad():
+        whole = model(values).last_hidden_state
+        first = model(values[:, :8], use_cache=True)
+        second = model(values[:, 8:], memory_state=first.memory_state).last_hidden_state
+    torch.testing.assert_close(torch.cat([first.last_hidden_state, second], dim=1), whole)
+
+
+def test_batchnorm_blocks_are_post_norm_with_running_statistics():
+    """`norm_type="batchnorm"`: each sublayer's sum is batch-normalised (PatchTST's post-norm), there is no final
+    norm; training moves the running statistics, and in eval mode a window's forecast does not depend on the others
+    of its batch while in training it does."""
+    torch.manual_seed(0)
+    config = tiny(norm_type="batchnorm")
+    model = TitansTsForPrediction(config).double()
+    block = model.model.layers[0]
+    assert isinstance(model.model.norm, torch.nn.Identity) and not block.pre_norm
+    assert isinstance(block.attention_norm.norm, torch.nn.BatchNorm1d)
+    past = torch.randn(3, config.context_length, config.num_input_channels, dtype=F64)
+    running = block.ffn_norm.norm.running_mean.clone()
+    model.train()
+    with torch.no_grad():
+        trained = model(past).prediction_outputs
+        assert not torch.allclose(model(past[:1]).prediction_outputs, trained[:1])
+    assert not torch.allclose(block.ffn_norm.norm.running_mean, running)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(past[:1]).prediction_outputs, model(past).prediction_outputs[:1])
+    # the hidden states are what the last post-norm sublayer left: per feature over the batch's tokens, mean 0 and
+    # variance 1 in training (the BN's affine weights start at 1 and 0)
+    model.train()
+    with torch.no_grad():
+        hidden = model.model(model._scale(past)[0]).last_hidden_state.flatten(0, 2)
+    torch.testing.assert_close(hidden.mean(0), torch.zeros_like(hidden[0]), rtol=0, atol=1e-10)
+    torch.testing.assert_close(hidden.var(0, unbiased=False), torch.ones_like(hidden[0]), rtol=0, atol=1e-4)
+
+
+def test_batchnorm_backbone_fed_in_segments_equals_one_pass():
+    """In eval mode (running statistics) the state carried across chunks gives one pass's hidden states."""
+    torch.manual_seed(0)
+    model = TitansTsModel(tiny(segment_length=4, norm_type="batchnorm")).double()
+    model.train()
+    with torch.no_grad():  # move the running statistics away from their start
+        model(torch.randn(4, 16, model.config.num_input_channels, dtype=F64) * 3 + 1)
+    model.eval()
+    values = torch.randn(2, 16, model.config.num_input_channels, dtype=F64)
+    with torch.no_grad():
+        whole = model(values).last_hidden_state
+        first = model(values[:, :8], use_cache=True)
+        second = model(values[:, 8:], memory_state=first.memory_state).last_hidden_state
+    torch.testing.assert_close(torch.cat([first.last_hidden_state, second], dim=1), whole)
 
 
 def test_backbone_input_errors():
