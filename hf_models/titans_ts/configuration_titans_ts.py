@@ -223,8 +223,9 @@ class TitansTsConfig(PretrainedConfig):
         if self.memory_batch_size is not None:
             check_integers(self, ("memory_batch_size",))
             check_divisible(self, "memory_batch_size", "memory_chunk_size")
-        check_flags(self, ("is_causal", "memory_momentum", "memory_weight_decay", "memory_qk_rmsnorm", "memory_per_parameter_lr",
-                           "memory_attention_pool_chunks", "memory_spectral_norm_surprises"))  # fmt: skip
+        check_flags(self, ("is_causal", "memory_momentum", "memory_weight_decay", "memory_qk_rmsnorm",
+                           "memory_per_parameter_lr", "memory_attention_pool_chunks",
+                           "memory_spectral_norm_surprises"))  # fmt: skip
         check_choice(self, "scaling", SCALINGS)
         check_choice(self, "loss", LOSSES)
         check_choice(self, "norm_type", NORM_TYPES)

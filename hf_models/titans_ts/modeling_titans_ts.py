@@ -251,7 +251,8 @@ def _norm(config):
 class TitansTsAttention(nn.Module):
     """Causal attention of a segment's tokens over [prefix ‖ segment]: the prefix (persistent tokens, and in memory
     blocks the retrieved h_t) is keys and values only. `causal_prefix`: the last this many prefix tokens are per
-    position (h_t): token i sees h_j for j <= i. With `config.is_causal=False` every token sees everything. No biases (a key bias would get no gradient: softmax ignores it)."""
+    position (h_t): token i sees h_j for j <= i; with `config.is_causal=False` every token sees all of them. No biases
+    (a key bias would get no gradient: softmax ignores it)."""
 
     def __init__(self, config):
         super().__init__()
