@@ -225,6 +225,24 @@ TITANS_INVALID = {
     "hidden_act": "foo",
 }
 
+
+def titans_forecaster_spec(name, tiny):
+    return ModelSpec(
+        name=name,
+        package="titans_ts",
+        config_class=hf_models.TitansTsConfig,
+        model_class=hf_models.TitansTsForPrediction,
+        auto_class="AutoModelForTimeSeriesPrediction",
+        all_auto_classes=TITANS_AUTO_CLASSES,
+        tiny_config=CONFIGS / "titans_ts" / tiny,
+        make_inputs=series_inputs,
+        output_key="prediction_outputs",
+        input_kind="series",
+        supports_attention_mask=False,
+        invalid_config_values=TITANS_INVALID,
+    )
+
+
 SPECS = [
     ModelSpec(
         name="ngt-causal-lm",
@@ -336,34 +354,9 @@ SPECS = [
         supports_attention_mask=False,
         invalid_config_values=LOWRANK_ICL_INVALID,
     ),
-    ModelSpec(
-        name="titans-ts-forecaster",
-        package="titans_ts",
-        config_class=hf_models.TitansTsConfig,
-        model_class=hf_models.TitansTsForPrediction,
-        auto_class="AutoModelForTimeSeriesPrediction",
-        all_auto_classes=TITANS_AUTO_CLASSES,
-        tiny_config=CONFIGS / "titans_ts" / "tiny.json",
-        make_inputs=series_inputs,
-        output_key="prediction_outputs",
-        input_kind="series",
-        supports_attention_mask=False,
-        invalid_config_values=TITANS_INVALID,
-    ),
-    ModelSpec(  # the post-norm BatchNorm blocks of the benchmark configuration (configs/models/titans_ts/small.json)
-        name="titans-ts-forecaster-batchnorm",
-        package="titans_ts",
-        config_class=hf_models.TitansTsConfig,
-        model_class=hf_models.TitansTsForPrediction,
-        auto_class="AutoModelForTimeSeriesPrediction",
-        all_auto_classes=TITANS_AUTO_CLASSES,
-        tiny_config=CONFIGS / "titans_ts" / "tiny_batchnorm.json",
-        make_inputs=series_inputs,
-        output_key="prediction_outputs",
-        input_kind="series",
-        supports_attention_mask=False,
-        invalid_config_values=TITANS_INVALID,
-    ),
+    titans_forecaster_spec("titans-ts-forecaster", "tiny.json"),
+    # the post-norm BatchNorm blocks of the benchmark configuration (configs/models/titans_ts/small.json)
+    titans_forecaster_spec("titans-ts-forecaster-batchnorm", "tiny_batchnorm.json"),
     ModelSpec(
         name="titans-ts-backbone",
         package="titans_ts",
