@@ -46,9 +46,9 @@ class TitansTsConfig(PretrainedConfig):
         num_attention_heads (`int`, defaults to 4): attention heads per block.
         intermediate_size (`int`, defaults to 128): feed-forward width.
         hidden_act (`str`, defaults to `"gelu"`): feed-forward activation (and the memory MLP's).
-        segment_length (`int`, defaults to 64): C, patch tokens per attention segment. Attention is causal within a
-            segment and never crosses segments: what earlier segments saw reaches later ones only through the neural
-            memory. At least `num_patches` gives one segment per window.
+        segment_length (`int`, defaults to 64): C, patch tokens per attention segment. Attention stays within a
+            segment (causal there unless `is_causal=False`): what earlier segments saw reaches later ones only through
+            the neural memory. At least `num_patches` gives one segment per window.
         is_causal (`bool`, defaults to `True`): causal attention within a segment (MAC's, from language modelling).
             `False`: every token of a segment sees the whole segment and all of its retrieved h_t, as an encoder does
             (the whole context of a forecast is known, so nothing leaks; segments still never see later segments).
