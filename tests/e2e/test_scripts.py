@@ -99,16 +99,27 @@ def test_twistor_hope_ceiling_counts_the_flops_torch_counts():
 @pytest.mark.slow
 def test_titans_ts_benchmark_smoke(tmp_path, shared_data):
     out = tmp_path / "titans"
-    _script("bench_titans_ts.py", "--horizons", "8", "12", "--mode-windows", "20", "--rounds", "1", "--out", str(out),
-            "--runs-dir", str(tmp_path / "runs"), "--train-args", "--max_steps", "2", "--eval_steps", "2",
-            "--save_steps", "2", "--context_length", "32", "--train_stride", "40", "--max_validation_windows", "32")  # fmt: skip
+    _script("bench_titans_ts.py", "--horizons", "8", "12", "--seeds", "0", "1", "--jobs", "2", "--mode-windows", "20",
+            "--rounds", "1", "--out", str(out), "--runs-dir", str(tmp_path / "runs"), "--train-args", "--max_steps",
+            "2", "--eval_steps", "2", "--save_steps", "2", "--context_length", "32", "--train_stride", "40",
+            "--max_validation_windows", "32")  # fmt: skip
     report = json.loads(out.with_suffix(".json").read_text())
-    assert report["host"]["processor"]
+    assert report["host"]["processor"] and report["jobs"] == 2
     quality = report["quality"]
     for name in ("titans_ts", "patchtst"):
         for horizon in (8, 12):
-            run = quality[f"ETTh1/{horizon}/{name}"]
-            assert run["steps"] == 2 and 0 < run["test_mse"] < 5 and run["parameters"] > 0
+            for seed in (0, 1):
+                run = quality[f"ETTh1/{horizon}/{name}/seed{seed}"]
+                assert run["steps"] == 2 and 0 < run["test_mse"] < 5 and run["parameters"] > 0
+        # the seeds train different models (not one run scored twice)
+        assert quality[f"ETTh1/8/{name}/seed0"]["test_mse"] != quality[f"ETTh1/8/{name}/seed1"]["test_mse"]
+        summary = quality["summary"][f"ETTh1/{name}"]
+        scores = {(h, s): quality[f"ETTh1/{h}/{name}/seed{s}"]["test_mse"] for h in (8, 12) for s in (0, 1)}
+        assert summary["seeds"] == [0, 1] and summary["horizons"] == [8, 12]
+        assert abs(summary["mean_test_mse"] - sum(scores.values()) / 4) < 1e-4
+        for seed, mean in zip((0, 1), summary["mean_test_mse_per_seed"], strict=True):
+            assert abs(mean - (scores[8, seed] + scores[12, seed]) / 2) < 1e-4
+        assert abs(summary["test_mse_per_horizon"]["12"] - (scores[12, 0] + scores[12, 1]) / 2) < 1e-4
     assert set(quality["summary"]) == {"ETTh1/titans_ts", "ETTh1/patchtst"}
     modes = report["modes"]
     # the windows whose horizon has passed within the 20 (0..11 at horizon 8) have their labels in time
