@@ -4,18 +4,17 @@ memory's speed.
 Sections:
 
 - `quality`: for each series (`--series`, default ETTh1) and horizon (`--horizons`, default 96 192 336 720), Titans-TS
-  (configs/train/titans_ts_etth1.yaml) and the baseline `PatchTSTForPrediction` (configs/train/patchtst_etth1.yaml:
-  the PatchTST paper's ETTh1 settings) are trained by the same forecasting task (`hf-models train`: the long-term
-  protocol, the same windows, epochs, batch, learning rate and schedule) in this run, and scored on the test
-  windows (MSE / MAE, standardised scale). ETTm1 trains on every `--minute-stride`-th window (4: as many training
-  windows as the hourly files); its test windows are all of them. `--seeds 0 1 2` trains every run once per seed (the
-  summary gives the mean over horizons and seeds, each seed's mean and each horizon's): at 720 steps one seed's test
-  MSE moves by about 0.015 on ETTh1, more than the models differ. `--jobs 2` trains two at a time, each in its own
-  process with half the cores.
+  (configs/train/titans_ts_etth1.yaml) and the baseline `PatchTSTForPrediction` (configs/train/patchtst_etth1.yaml: the
+  PatchTST paper's ETTh1 settings) are trained by the same forecasting task (`hf-models train`: the long-term protocol,
+  the same windows, epochs, batch, learning rate and schedule) in this run, and scored on the test windows (MSE / MAE,
+  standardised scale). ETTm1 trains on every `--minute-stride`-th window (4: as many training windows as the hourly
+  files); its test windows are all of them. `--seeds 0 1 2` trains every run once per seed (the summary gives the mean
+  over horizons and seeds, each seed's mean and each horizon's): at 720 steps three seeds' test MSEs span up to 0.03 on
+  ETTh1, more than the models differ. `--jobs 2` trains two at a time, each in its own process with half the cores.
 - `modes`: the evaluation modes (independent, online memory, online full model, the last also with labels on every
   `--sparse-step`-th window only) of the Titans-TS models trained for the first series at each horizon (the first
-  seed's, from the quality section, or trained here), with each mode's mean over the horizons, and of one trained on the seeded
-  concept-drift series (configs/train/titans_ts_drift.yaml) at the first horizon.
+  seed's, from the quality section, or trained here), with each mode's mean over the horizons, and of one trained on
+  the seeded concept-drift series (configs/train/titans_ts_drift.yaml) at the first horizon.
 - `speed`: the neural memory alone (dim 64, one head of 64, depth 2, chunk 16, batch 2 x 256 tokens): forward and
   forward + backward of the chunked op (memory batches of one chunk, the default, and of the whole sequence, which is
   titans-pytorch's default), of the token-by-token reference, and of titans-pytorch's `NeuralMemory` at the same
@@ -25,7 +24,7 @@ The results name the machine and go to benchmarks/titans_ts_<host kind>.json and
 is rewritten after every finished run, so an interrupted benchmark keeps what it measured.
 
     python scripts/bench_titans_ts.py                           # all sections on ETTh1, about half an hour on 2 cores
-    python scripts/bench_titans_ts.py --sections quality modes --seeds 0 1 2 --jobs 2 --runs-dir runs/titans_bench  # 1 h
+    python scripts/bench_titans_ts.py --sections quality modes --seeds 0 1 2 --jobs 2     # three seeds, about 1 hour
     python scripts/bench_titans_ts.py --sections quality --series ETTh2 ETTm1 --runs-dir runs/titans_bench
     python scripts/bench_titans_ts.py --sections speed --rounds 3 --out /tmp/smoke
 """
@@ -288,18 +287,20 @@ def render_markdown(report):
             if key != "summary":
                 series, horizon, name, *seed = key.split("/")
                 seed = seed[0].removeprefix("seed") if seed else "0"
-                lines.append(f"| {series} | {horizon} | {name} | {seed} | {value['parameters']:,} | {value['steps']} | "
-                             f"{value['train_seconds']} | {value['val_mse']} | {value['test_mse']} | "
-                             f"{value['test_mae']} |")  # fmt: skip
+                lines.append(f"| {series} | {horizon} | {name} | {seed} | {value['parameters']:,} | "
+                             f"{value['steps']} | {value['train_seconds']} | {value['val_mse']} | "
+                             f"{value['test_mse']} | {value['test_mae']} |")  # fmt: skip
         if quality.get("summary"):
             lines += ["", "| series / model | mean test MSE | mean test MAE | horizons | seeds | each seed's mean MSE "
                       "| each horizon's mean MSE |", "|---|---|---|---|---|---|---|"]  # fmt: skip
             for key, value in quality["summary"].items():
                 per_seed = ", ".join(map(str, value.get("mean_test_mse_per_seed", []))) or "-"
-                per_horizon = ", ".join(f"{h}: {v}" for h, v in value.get("test_mse_per_horizon", {}).items()) or "-"
+                per_horizon = value.get("test_mse_per_horizon", {})
+                per_horizon = ", ".join(f"{h}: {v}" for h, v in per_horizon.items()) or "-"
                 lines.append(f"| {key} | {value['mean_test_mse']} | {value['mean_test_mae']} | "
                              f"{', '.join(map(str, value['horizons']))} | "
-                             f"{', '.join(map(str, value.get('seeds', [0])))} | {per_seed} | {per_horizon} |")  # fmt: skip
+                             f"{', '.join(map(str, value.get('seeds', [0])))} | {per_seed} | "
+                             f"{per_horizon} |")  # fmt: skip
         lines.append("")
     modes = report.get("modes")
     if modes:
