@@ -86,6 +86,16 @@ def train_run(config, folder, overrides, extra=()):
     }
 
 
+def job_threads(jobs):
+    """Torch threads of each of `jobs` trainings run at a time: an equal share of the cores."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def run_folder(runs, name, series, horizon, seed=None):
+    """Where a quality run trains; the first seed's (seed=None) is the one the modes section evaluates."""
+    return runs / (f"{name}_{series}_{horizon}" + ("" if seed is None else f"_seed{seed}"))
+
+
 def _train_job(config, folder, overrides, extra, threads):
     """One training in a worker process of `--jobs` (its own torch thread count)."""
     torch.set_num_threads(threads)
@@ -99,18 +109,18 @@ def quality_section(args, runs, save):
     from multiprocessing import get_context
 
     several = len(args.seeds) > 1
-    runs_to_do = {}
+    runs_to_do, where = {}, {}  # key -> the training's arguments; key -> (series, horizon, name, seed)
     for series in args.series:
         stride = args.minute_stride if series.startswith("ETTm") else 1
         for horizon in args.horizons:
             for name, config in MODELS.items():
                 for seed in args.seeds:
                     key = f"{series}/{horizon}/{name}" + (f"/seed{seed}" if several else "")
-                    # the first seed's runs are the ones the modes section evaluates
-                    folder = runs / (f"{name}_{series}_{horizon}" + ("" if seed == args.seeds[0] else f"_seed{seed}"))
+                    folder = run_folder(runs, name, series, horizon, None if seed == args.seeds[0] else seed)
                     overrides = {"series": str(DATA / f"{series}.csv"), "prediction_length": horizon,
                                  "train_stride": stride}  # fmt: skip
                     runs_to_do[key] = (config, folder, overrides, ["--seed", str(seed), *args.train_args])
+                    where[key] = (series, horizon, name, seed)
     done = {}
 
     def record(key, result):
@@ -122,38 +132,27 @@ def quality_section(args, runs, save):
             print(f"quality: {key}", flush=True)
             record(key, train_run(*job))
     else:
-        threads = max(1, (os.cpu_count() or 1) // args.jobs)
         with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_train_job, *job, threads): key for key, job in runs_to_do.items()}
+            futures = {pool.submit(_train_job, *job, job_threads(args.jobs)): key for key, job in runs_to_do.items()}
             for future in as_completed(futures):
                 print(f"quality: {futures[future]} done", flush=True)
                 record(futures[future], future.result())
     results = {k: done[k] for k in runs_to_do}
+
+    def mean(metric, series, name, horizon=None, seed=None):
+        """`metric` averaged over the runs of one series and model (of one horizon, of one seed when given)."""
+        scores = [results[k][metric] for k, (s, h, n, sd) in where.items()
+                  if (s, n) == (series, name) and horizon in (None, h) and seed in (None, sd)]  # fmt: skip
+        return round(statistics.mean(scores), 4)
+
     summary = {}
     for series in args.series:
         for name in MODELS:
-            horizons = [h for h in args.horizons if any(k.startswith(f"{series}/{h}/{name}") for k in results)]
-            if not horizons:
-                continue
-
-            def runs_of(horizon, seed=None, series=series, name=name):
-                return [v for k, v in results.items() if k.startswith(f"{series}/{horizon}/{name}")
-                        and (seed is None or not several or k.endswith(f"/seed{seed}"))]  # fmt: skip
-
-            entry = {
-                "mean_test_mse": round(statistics.mean(r["test_mse"] for h in horizons for r in runs_of(h)), 4),
-                "mean_test_mae": round(statistics.mean(r["test_mae"] for h in horizons for r in runs_of(h)), 4),
-                "horizons": horizons,
-                "seeds": list(args.seeds),
-            }
+            entry = {"mean_test_mse": mean("test_mse", series, name), "mean_test_mae": mean("test_mae", series, name),
+                     "horizons": list(args.horizons), "seeds": list(args.seeds)}  # fmt: skip
             if several:  # the spread: each seed's mean over the horizons, each horizon's mean over the seeds
-                entry["mean_test_mse_per_seed"] = [
-                    round(statistics.mean(r["test_mse"] for h in horizons for r in runs_of(h, seed)), 4)
-                    for seed in args.seeds
-                ]
-                entry["test_mse_per_horizon"] = {
-                    str(h): round(statistics.mean(r["test_mse"] for r in runs_of(h)), 4) for h in horizons
-                }
+                entry["mean_test_mse_per_seed"] = [mean("test_mse", series, name, seed=seed) for seed in args.seeds]
+                entry["test_mse_per_horizon"] = {str(h): mean("test_mse", series, name, h) for h in args.horizons}
             summary[f"{series}/{name}"] = entry
     results["summary"] = summary
     save(results)
@@ -168,7 +167,7 @@ def modes_section(args, runs, save):
 
     results = {}
     series = args.series[0]
-    targets = [(f"{series}/{horizon}", runs / f"titans_ts_{series}_{horizon}", MODELS["titans_ts"],
+    targets = [(f"{series}/{horizon}", run_folder(runs, "titans_ts", series, horizon), MODELS["titans_ts"],
                 {"series": str(DATA / f"{series}.csv"), "prediction_length": horizon})
                for horizon in args.horizons]  # fmt: skip
     targets.append(("synthetic_drift", runs / "titans_ts_drift", "configs/train/titans_ts_drift.yaml",
@@ -374,7 +373,7 @@ def main(argv=None):
         "note": args.note,
     }
     if args.jobs > 1:
-        report["host"]["threads"] = max(1, (os.cpu_count() or 1) // args.jobs)  # each training's, in its own process
+        report["host"]["threads"] = job_threads(args.jobs)  # each training's, in its own process
         report["jobs"] = args.jobs
     out = Path(args.out or ROOT / "benchmarks" / f"titans_ts_{report['host']['kind']}")
     out.parent.mkdir(parents=True, exist_ok=True)
