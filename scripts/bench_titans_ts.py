@@ -275,7 +275,8 @@ def render_markdown(report):
     host = report["host"]
     lines = ["# Titans-TS: forecasting against PatchTST, evaluation modes, memory speed", "",
              f"Machine: {host['processor']}; torch CPU capability {host['cpu_capability']}, "
-             f"{'native bf16' if host['cpu_native_bf16'] else 'no native bf16'}; {host['threads']} thread{'s' if host['threads'] != 1 else ''}; torch "
+             f"{'native bf16' if host['cpu_native_bf16'] else 'no native bf16'}; {host['threads']} "
+             f"thread{'s' if host['threads'] != 1 else ''}; torch "
              f"{host['torch']}, transformers {host['transformers']}. Command: `{report['command']}`.", ""]  # fmt: skip
     quality = report.get("quality")
     if quality:
