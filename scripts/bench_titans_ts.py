@@ -23,8 +23,8 @@ Sections:
 The results name the machine and go to benchmarks/titans_ts_<host kind>.json and .md (`--out` to change); the JSON
 is rewritten after every finished run, so an interrupted benchmark keeps what it measured.
 
-    python scripts/bench_titans_ts.py                           # all sections on ETTh1, about half an hour on 2 cores
-    python scripts/bench_titans_ts.py --sections quality modes --seeds 0 1 2 --jobs 2     # three seeds, about 1 hour
+    python scripts/bench_titans_ts.py                                              # all sections on ETTh1, seed 0
+    python scripts/bench_titans_ts.py --sections quality modes --seeds 0 1 2 --jobs 2     # 53 minutes on 2 cores
     python scripts/bench_titans_ts.py --sections quality --series ETTh2 ETTm1 --runs-dir runs/titans_bench
     python scripts/bench_titans_ts.py --sections speed --rounds 3 --out /tmp/smoke
 """
