@@ -196,6 +196,8 @@ def build_card(model, preprocessor, run_config, results, repo_id, license="apach
     )
     if training.get("label_smoothing_factor"):
         recipe += f", label smoothing {config_number(training['label_smoothing_factor'])}"
+    if training.get("ema_decay"):
+        recipe += f", the weights' exponential moving average (decay {config_number(training['ema_decay'])})"
     for note in task.recipe_notes(model, data):
         recipe += f"; {note}"
     return ModelCard.from_template(

@@ -40,14 +40,22 @@ class ModelArguments:
 
 @dataclass
 class TrainArguments(TrainingArguments):
-    """`TrainingArguments` plus `precision`, which picks bf16/fp16 for the machine at hand, and the generated-sample
-    settings of text runs."""
+    """`TrainingArguments` plus `precision`, which picks bf16/fp16 for the machine at hand, weight averaging
+    (`ema_decay`) and the generated-sample settings of text runs."""
 
     precision: str = field(
         default="auto",
         metadata={
             "help": "auto | no | bf16 | fp16. auto: bf16 on GPUs that have it (else fp16 on CUDA), bf16 on CPUs with "
             "native bf16 (AVX512-BF16/AMX), else float32; an explicit --bf16/--fp16 wins"
+        },
+    )
+    ema_decay: float = field(
+        default=0.0,
+        metadata={
+            "help": "0 (default): off. In (0, 1): evaluate, checkpoint and return an exponential moving average of the "
+            "weights, updated after each optimizer step with decay min(ema_decay, (1 + step) / (10 + step)); the "
+            "optimizer's own weights are kept for --resume (training/averaging.py)"
         },
     )
     sample_prompt: str = field(
@@ -322,7 +330,7 @@ def _check_training_numbers(args):
         value = getattr(args, name)
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"training.{name}={value} is invalid: must be a finite number >= 0")
-    for name in ("adam_beta1", "adam_beta2", "label_smoothing_factor"):
+    for name in ("adam_beta1", "adam_beta2", "label_smoothing_factor", "ema_decay"):
         if not 0 <= getattr(args, name) < 1:
             raise ValueError(f"training.{name}={getattr(args, name)} is invalid: must be in [0, 1)")
     if args.max_grad_norm is not None and not math.isfinite(args.max_grad_norm):

@@ -1,7 +1,7 @@
 """Which `checkpoint-*` folders of a run can be resumed from (or exported), checked without loading them.
 
 `Trainer._save_checkpoint` (transformers 5.x) writes, in this order: the model (`config.json`, `model.safetensors`,
-the tokenizer or processor), `optimizer.pt`, `scheduler.pt`, `scaler.pt` (fp16 on a GPU), `rng_state*.pth`, and
+the tokenizer or processor; with weight averaging `training_weights.safetensors` first, training/averaging.py), `optimizer.pt`, `scheduler.pt`, `scaler.pt` (fp16 on a GPU), `rng_state*.pth`, and
 `trainer_state.json` last. A process killed while a checkpoint is written therefore leaves a folder without
 `trainer_state.json` or with a truncated file. A checkpoint is complete when
 

@@ -10,20 +10,29 @@
   the optimizer leaves the weights and its state untouched; with gradient accumulation the whole accumulated step
   goes), counted in `skipped_nonfinite_batches` in the logs and warned about. Gradient clipping is Trainer's
   (`max_grad_norm`).
+- Weight averaging: `training.ema_decay` > 0 evaluates, checkpoints and returns an exponential moving average of the
+  weights (training/averaging.py).
 """
+
+import os
+from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
+
+from .averaging import (
+    TRAINING_WEIGHTS_NAME,
+    WeightAverage,
+    WeightAveragingCallback,
+    load_training_weights,
+    save_training_weights,
+)
+from .averaging import unwrapped as _unwrapped
 
 
 logger = logging.get_logger(__name__)
-
-
-def _unwrapped(model):
-    while hasattr(model, "module"):
-        model = model.module
-    return model
 
 
 def nested_parameter_groups(model, learning_rate, weight_decay, decay_parameter_names):
@@ -61,11 +70,52 @@ class TrainingProgressCallback(TrainerCallback):
 
 class NestedTrainer(Trainer):
     """`Trainer` with level-wise learning rates for models that declare nested levels, the training-progress
-    callback, and non-finite batches skipped (see the module docstring)."""
+    callback, non-finite batches skipped and weight averaging (see the module docstring)."""
 
     def __init__(self, *args, callbacks=None, **kwargs):
-        super().__init__(*args, callbacks=[*(callbacks or []), TrainingProgressCallback()], **kwargs)
+        training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
+        decay = getattr(training_args, "ema_decay", 0.0)
+        # first, so that the other callbacks' on_train_end (a text model's last sample) see the final model
+        self.weight_averaging = WeightAveragingCallback(decay) if decay else None
+        extra = [self.weight_averaging] if self.weight_averaging else []
+        super().__init__(*args, callbacks=[*extra, *(callbacks or []), TrainingProgressCallback()], **kwargs)
         self.skipped_nonfinite_batches = 0
+
+    def _averaging(self):
+        """The weight average while training with one (None otherwise)."""
+        averaging = self.weight_averaging
+        return averaging.average if averaging is not None and self.is_in_train else None
+
+    def evaluate(self, *args, **kwargs):
+        average = self._averaging()
+        if average is None:
+            return super().evaluate(*args, **kwargs)
+        with average.applied(self.model):
+            return super().evaluate(*args, **kwargs)
+
+    def _save_checkpoint(self, model, trial):
+        average = self._averaging()
+        if average is None:
+            return super()._save_checkpoint(model, trial)
+        folder = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        with average.applied(self.model) as own:
+            if self.args.should_save:  # before the checkpoint's trainer_state.json, which marks it complete
+                save_training_weights(own, folder)
+            return super()._save_checkpoint(model, trial)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        target = self.model if model is None else model
+        weights = Path(resume_from_checkpoint) / TRAINING_WEIGHTS_NAME
+        if self.weight_averaging is not None:  # the checkpoint's model is the average (or, without the file, the
+            self.weight_averaging.average = WeightAverage(target, self.weight_averaging.decay)  # weights)
+            if not weights.is_file():
+                logger.warning(
+                    f"--resume with ema_decay: {resume_from_checkpoint} holds no {TRAINING_WEIGHTS_NAME} (it was "
+                    "saved without weight averaging); the average starts from its weights"
+                )
+        if weights.is_file():  # the optimizer continues from its own weights, not from the average
+            load_training_weights(target, weights)
 
     def create_optimizer(self, model=None):
         target = _unwrapped(model if model is not None else self.model)
@@ -95,4 +145,4 @@ class NestedTrainer(Trainer):
         return loss.detach().new_zeros(())
 
 
-__all__ = ["NestedTrainer", "TrainingProgressCallback", "nested_parameter_groups"]
+__all__ = ["NestedTrainer", "TrainingProgressCallback", "WeightAveragingCallback", "nested_parameter_groups"]

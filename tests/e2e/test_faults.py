@@ -175,6 +175,8 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_again(run_dir
         (["--seed", "-1"], "training.seed=-1 is invalid"),
         (["--save_steps", "0"], "training.save_steps=0.0 is invalid"),
         (["--max_grad_norm", "inf"], "training.max_grad_norm=inf is invalid"),
+        (["--ema_decay", "1"], "training.ema_decay=1.0 is invalid: must be in [0, 1)"),
+        (["--ema_decay", "-0.5"], "training.ema_decay=-0.5 is invalid"),
         (["--block_size", "1"], "data.block_size=1 is invalid"),
         (["--val_fraction", "1.5"], "data.val_fraction=1.5 is invalid"),
         (["--corpus", "no/such/corpus.txt"], "data.corpus='no/such/corpus.txt': file not found"),
