@@ -130,3 +130,5 @@ def test_two_process_ddp_trains_a_forecaster(tmp_path, shared_data):
     results = json.loads((out / "eval_results.json").read_text())
     assert results["world_size"] == 2 and results["global_step"] == 4 and results["test_windows"] == 50
     assert 0 < results["test_mse"] < 5 and 0 < results["eval_mse"] < 5
+    # with the recipe's weight averaging: the checkpoint holds the average and, written once, the optimizer's weights
+    assert (out / "checkpoint-4" / "training_weights.safetensors").is_file()

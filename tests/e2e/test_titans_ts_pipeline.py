@@ -45,6 +45,9 @@ def test_train_evaluate_export_and_forecast_without_hf_models(tmp_path, shared_d
     metrics = {m["type"] for m in card.data.to_dict()["model-index"][0]["results"][0]["metrics"]}
     assert {"mse", "mae"} <= metrics
     assert "![forecast](forecast.png)" in card.text and 'pipeline(model="hf-models/titans-ts-test"' in card.text
+    # the inherited recipe averages the weights: the model evaluated and exported is the average (evaluate == the
+    # run's own test evaluation above), and the card says so
+    assert "exponential moving average (decay 0.99)" in card.text
 
     model = AutoModelForTimeSeriesPrediction.from_pretrained(out).eval()
     processor = AutoFeatureExtractor.from_pretrained(out)
