@@ -153,3 +153,20 @@ def test_processor_scales_and_restores_units():
         processor(torch.zeros(3, 2))
     with pytest.raises(ValueError, match="std must be positive"):
         TitansTsProcessor(channel_names=["a"], mean=[0.0], std=[0.0])
+
+
+def test_a_carried_state_that_diverges_is_named_with_its_window(drift, caplog):
+    """A memory whose updates diverge (here a learning rate far too large for its keys) makes the carried state
+    non-finite after some window: the evaluation warns once, naming it, and records it; a finite run records
+    nothing."""
+    import transformers
+
+    finite = evaluate_forecaster(_model(), drift, "test", "online_memory", limit=40)
+    assert "state_nonfinite_window" not in finite and np.isfinite(finite["mse"])
+    transformers.utils.logging.enable_propagation()
+    with caplog.at_level("WARNING"):
+        diverged = evaluate_forecaster(_model(memory_max_lr=1e4), drift, "test", "online_memory", limit=40)
+    window = diverged["state_nonfinite_window"]
+    assert 0 <= window < 40 and np.isnan(diverged["mse"])
+    assert caplog.text.count("the carried memory state is not finite") == 1
+    assert f"after test window {window} of 40" in caplog.text

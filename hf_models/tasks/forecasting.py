@@ -13,6 +13,9 @@ first:
   its labels exist: the labels of window t (its forecast horizon) are known only `prediction_length` steps later,
   so the step on window t runs just before window t + prediction_length is forecast (test-then-train, never on
   values the next forecasts cover). `sparse_step` k labels only every k-th window.
+
+A carried state that stops being finite (the memory's updates diverged over the windows) is warned about once, with
+the window, and recorded as `state_nonfinite_window` in the results; every later forecast from it is NaN.
 """
 
 import inspect
@@ -21,11 +24,14 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import AutoFeatureExtractor, AutoModelForTimeSeriesPrediction, set_seed
+from transformers.utils import logging
 
 from ..data.time_series import SYNTHETIC, load_series
 from ..training.arguments import resolve_path
 from .base import Task, saved_folder
 
+
+logger = logging.get_logger(__name__)
 
 MODES = ("independent", "online_memory", "online_full")
 
@@ -184,6 +190,12 @@ def evaluate_forecaster(model, splits, split="test", mode="independent", batch_s
             if optimizer is not None and index % sparse_step == 0:
                 waiting.append((index, (past, future), state))
             state = out.memory_state
+            if "state_nonfinite_window" not in results and not _all_finite(state):
+                results["state_nonfinite_window"] = index
+                logger.warning(
+                    f"mode {mode}: the carried memory state is not finite after test window {index} of "
+                    f"{len(dataset)} (the memory's updates diverged); the forecasts from it on are NaN"
+                )
             predictions.append(out.prediction_outputs.float())
             targets.append(future)
         if optimizer is not None:
@@ -194,6 +206,19 @@ def evaluate_forecaster(model, splits, split="test", mode="independent", batch_s
         results.update({f"{k}_original_units": v for k, v in error_metrics(splits.denormalize(predictions),
                                                                            splits.denormalize(targets)).items()})  # fmt: skip
     return results
+
+
+def _all_finite(value):
+    """Whether every tensor in a memory state (its attributes, lists, tuples and dicts, walked through) is finite."""
+    if torch.is_tensor(value):
+        return bool(torch.isfinite(value).all())
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_all_finite(v) for v in value)
+    if hasattr(value, "__dict__"):
+        return _all_finite(vars(value))
+    return True
 
 
 class ForecastingTask(Task):
