@@ -24,10 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
-from transformers.utils import logging
 
-
-logger = logging.get_logger(__name__)
 
 TRAINING_WEIGHTS_NAME = "training_weights.safetensors"
 

@@ -1,9 +1,10 @@
 """Which `checkpoint-*` folders of a run can be resumed from (or exported), checked without loading them.
 
 `Trainer._save_checkpoint` (transformers 5.x) writes, in this order: the model (`config.json`, `model.safetensors`,
-the tokenizer or processor; with weight averaging `training_weights.safetensors` first, training/averaging.py), `optimizer.pt`, `scheduler.pt`, `scaler.pt` (fp16 on a GPU), `rng_state*.pth`, and
-`trainer_state.json` last. A process killed while a checkpoint is written therefore leaves a folder without
-`trainer_state.json` or with a truncated file. A checkpoint is complete when
+the tokenizer or processor; with weight averaging `training_weights.safetensors` before them, training/averaging.py),
+`optimizer.pt`, `scheduler.pt`, `scaler.pt` (fp16 on a GPU), `rng_state*.pth`, and `trainer_state.json` last. A
+process killed while a checkpoint is written therefore leaves a folder without `trainer_state.json` or with a
+truncated file. A checkpoint is complete when
 
 - `config.json` and `trainer_state.json` parse as JSON objects (the state with its `global_step`),
 - every `*.safetensors` file (and each shard a `model.safetensors.index.json` lists) holds the bytes its header

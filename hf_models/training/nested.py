@@ -107,8 +107,9 @@ class NestedTrainer(Trainer):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         target = self.model if model is None else model
         weights = Path(resume_from_checkpoint) / TRAINING_WEIGHTS_NAME
-        if self.weight_averaging is not None:  # the checkpoint's model is the average (or, without the file, the
-            self.weight_averaging.average = WeightAverage(target, self.weight_averaging.decay)  # weights)
+        if self.weight_averaging is not None:
+            # the checkpoint's model: the average it saved (or, saved without averaging, its weights)
+            self.weight_averaging.average = WeightAverage(target, self.weight_averaging.decay)
             if not weights.is_file():
                 logger.warning(
                     f"--resume with ema_decay: {resume_from_checkpoint} holds no {TRAINING_WEIGHTS_NAME} (it was "
