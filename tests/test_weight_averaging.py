@@ -215,3 +215,15 @@ def test_without_averaging_nothing_changes(tmp_path):
 def test_weight_average_refuses_a_decay_outside_the_open_interval(decay):
     with pytest.raises(ValueError, match=r"ema_decay=.* is invalid: must be in \(0, 1\)"):
         WeightAverage(nn.Linear(2, 2), decay)
+
+
+def test_training_weights_of_another_model_are_refused(tmp_path):
+    from hf_models.training.averaging import load_training_weights, save_training_weights
+
+    save_training_weights(dict(nn.Linear(3, 2).named_parameters()), tmp_path)
+    model = NormedRegressor(NormedConfig())
+    with pytest.raises(ValueError, match=r"does not match the model: missing \['linear.bias', 'linear.weight'"):
+        load_training_weights(model, tmp_path / TRAINING_WEIGHTS_NAME)
+    save_training_weights({**tensors(model), "linear.weight": torch.zeros(2, 3)}, tmp_path)
+    with pytest.raises(ValueError, match=r"linear.weight has shape \(2, 3\), the model \(1, 3\)"):
+        load_training_weights(model, tmp_path / TRAINING_WEIGHTS_NAME)
