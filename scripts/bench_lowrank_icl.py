@@ -37,10 +37,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_twistor_hope import host_kind, time_steps  # noqa: E402
+from bench_twistor_hope import time_steps  # noqa: E402
 
 from hf_models import LowRankIclConfig, LowRankIclForPromptClassification  # noqa: E402
-from hf_models.training import host_info  # noqa: E402
+from hf_models.training import describe_host, host_info, host_kind  # noqa: E402
 
 
 PRESET = ROOT / "configs" / "models" / "lowrank_icl" / "small.json"
@@ -129,9 +129,7 @@ def render_markdown(report):
     lines = [
         "# LowRank ICL: sparse table attention, and low-rank against dense on table connectivity",
         "",
-        f"Machine: {host['processor']}; torch CPU capability {host['cpu_capability']}, "
-        f"{'native bf16' if host['cpu_native_bf16'] else 'no native bf16'}; {host['threads']} threads; torch "
-        f"{host['torch']}, transformers {host['transformers']}. Command: `{report['command']}`.",
+        f"{describe_host(host)} Command: `{report['command']}`.",
         "",
     ]
     if "speed" in report:

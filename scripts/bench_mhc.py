@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from hf_models import MhcConfig, MhcForCausalLM  # noqa: E402
 from hf_models.mhc import kernels_mhc  # noqa: E402
-from hf_models.training import host_info  # noqa: E402
+from hf_models.training import host_info, host_kind  # noqa: E402
 from hf_models.training.arguments import parse_train_args  # noqa: E402
 from hf_models.training.run import train  # noqa: E402
 
@@ -213,11 +213,6 @@ def bench_mnist(workdir, epochs):
     loss = results.get("eval_cross_entropy", results["eval_loss"])
     return {"recipe": recipe, "test_accuracy": round(results["eval_accuracy"], 5), "test_loss": round(loss, 5),
             "steps": results["global_step"], "wall_seconds": round(seconds, 1), "per_epoch": curve}  # fmt: skip
-
-
-def host_kind(info):
-    """cpu_<torch's CPU capability>[_bf16 where the CPU has native bf16]: cpu_avx2, cpu_avx512_bf16, ..."""
-    return f"cpu_{info['cpu_capability'].lower()}" + ("_bf16" if info["cpu_native_bf16"] else "")
 
 
 def main(argv=None):

@@ -38,7 +38,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hf_models import NgtConfig, NgtForCausalLM  # noqa: E402
 from hf_models.ngt import ops_ngt  # noqa: E402
-from hf_models.training import bf16_is_fast, host_info  # noqa: E402
+from hf_models.training import bf16_is_fast, host_info, host_kind  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,12 +53,6 @@ def reset_peak():
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back, so the resident set shows live memory
     Path("/proc/self/clear_refs").write_text("5")
-
-
-def host_kind(info):
-    """cpu_<torch's CPU capability>[_bf16 where the CPU has native bf16]: cpu_avx2, cpu_avx512_bf16, ... (both models
-    always run on the CPU here)."""
-    return f"cpu_{info['cpu_capability'].lower()}" + ("_bf16" if info["cpu_native_bf16"] else "")
 
 
 def build_models(args):

@@ -42,7 +42,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from hf_models.training import host_info  # noqa: E402
+from hf_models.training import describe_host, host_info, host_kind  # noqa: E402
 
 
 DATA = ROOT.parent / "shared" / "data"
@@ -50,10 +50,6 @@ MODELS = {
     "titans_ts": "configs/train/titans_ts_etth1.yaml",
     "patchtst": "configs/train/patchtst_etth1.yaml",
 }
-
-
-def host_kind(info):
-    return f"cpu_{info['cpu_capability'].lower()}" + ("_bf16" if info["cpu_native_bf16"] else "")
 
 
 def train_run(config, folder, overrides, extra=()):
@@ -274,10 +270,7 @@ def speed_section(args):
 def render_markdown(report):
     host = report["host"]
     lines = ["# Titans-TS: forecasting against PatchTST, evaluation modes, memory speed", "",
-             f"Machine: {host['processor']}; torch CPU capability {host['cpu_capability']}, "
-             f"{'native bf16' if host['cpu_native_bf16'] else 'no native bf16'}; {host['threads']} "
-             f"thread{'s' if host['threads'] != 1 else ''}; torch "
-             f"{host['torch']}, transformers {host['transformers']}. Command: `{report['command']}`.", ""]  # fmt: skip
+             f"{describe_host(host)} Command: `{report['command']}`.", ""]  # fmt: skip
     quality = report.get("quality")
     if quality:
         lines += ["## Test MSE / MAE (standardised), same task, protocol and budget", "",

@@ -43,15 +43,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 from hf_models import TwistorHopeConfig, TwistorHopeForCausalLM  # noqa: E402
-from hf_models.training import bf16_is_fast, host_info  # noqa: E402
+from hf_models.training import bf16_is_fast, describe_host, host_info, host_kind  # noqa: E402
 
 
 PRESET = ROOT / "configs" / "models" / "twistor_hope" / "small.json"
 VOCAB = 65
-
-
-def host_kind(info):
-    return f"cpu_{info['cpu_capability'].lower()}" + ("_bf16" if info["cpu_native_bf16"] else "")
 
 
 def twistor(implementation="fused"):
@@ -254,9 +250,7 @@ def render_markdown(report):
     lines = [
         "# Twistor-HOPE: fused recurrence, per-step reference, torch.nn.LSTM, decoding",
         "",
-        f"Machine: {host['processor']}; torch CPU capability {host['cpu_capability']}, "
-        f"{'native bf16' if host['cpu_native_bf16'] else 'no native bf16'}; {host['threads']} threads; torch "
-        f"{host['torch']}, transformers {host['transformers']}. Command: `{report['command']}`.",
+        f"{describe_host(host)} Command: `{report['command']}`.",
         "",
     ]
     if "train" in report:

@@ -168,3 +168,18 @@ def host_info():
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
+
+
+def host_kind(info):
+    """The name of a `host_info()`'s kind of machine, which benchmark result files take: cpu_<torch's CPU
+    capability>[_bf16 where the CPU has native bf16] (cpu_avx2, cpu_avx512_bf16, ...)."""
+    return f"cpu_{info['cpu_capability'].lower()}" + ("_bf16" if info["cpu_native_bf16"] else "")
+
+
+def describe_host(info):
+    """One line naming the machine of a `host_info()`: processor, torch's CPU capability, native bf16, threads and
+    the versions."""
+    threads = info["threads"]
+    return (f"Machine: {info['processor']}; torch CPU capability {info['cpu_capability']}, "
+            f"{'native bf16' if info['cpu_native_bf16'] else 'no native bf16'}; {threads} thread{'s' * (threads != 1)}; "
+            f"torch {info['torch']}, transformers {info['transformers']}.")  # fmt: skip
