@@ -45,7 +45,8 @@ sys.path.insert(0, str(ROOT))
 from hf_models.training import describe_host, host_info, host_kind  # noqa: E402
 
 
-DATA = ROOT.parent / "shared" / "data"
+# as the run configs name the series: relative to the checkout (resolve_path), so results files hold no local path
+DATA = "../shared/data"
 MODELS = {
     "titans_ts": "configs/train/titans_ts_etth1.yaml",
     "patchtst": "configs/train/patchtst_etth1.yaml",
@@ -113,7 +114,7 @@ def quality_section(args, runs, save):
                 for seed in args.seeds:
                     key = f"{series}/{horizon}/{name}" + (f"/seed{seed}" if several else "")
                     folder = run_folder(runs, name, series, horizon, None if seed == args.seeds[0] else seed)
-                    overrides = {"series": str(DATA / f"{series}.csv"), "prediction_length": horizon,
+                    overrides = {"series": f"{DATA}/{series}.csv", "prediction_length": horizon,
                                  "train_stride": stride}  # fmt: skip
                     runs_to_do[key] = (config, folder, overrides, ["--seed", str(seed), *args.train_args])
                     where[key] = (series, horizon, name, seed)
@@ -164,7 +165,7 @@ def modes_section(args, runs, save):
     results = {}
     series = args.series[0]
     targets = [(f"{series}/{horizon}", run_folder(runs, "titans_ts", series, horizon), MODELS["titans_ts"],
-                {"series": str(DATA / f"{series}.csv"), "prediction_length": horizon})
+                {"series": f"{DATA}/{series}.csv", "prediction_length": horizon})
                for horizon in args.horizons]  # fmt: skip
     targets.append(("synthetic_drift", runs / "titans_ts_drift", "configs/train/titans_ts_drift.yaml",
                     {"prediction_length": args.horizons[0]}))  # fmt: skip
