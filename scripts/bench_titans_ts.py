@@ -24,7 +24,7 @@ The results name the machine and go to benchmarks/titans_ts_<host kind>.json and
 is rewritten after every finished run, so an interrupted benchmark keeps what it measured.
 
     python scripts/bench_titans_ts.py                                              # all sections on ETTh1, seed 0
-    python scripts/bench_titans_ts.py --sections quality modes --seeds 0 1 2 --jobs 2     # 39 minutes on 2 cores
+    python scripts/bench_titans_ts.py --sections quality modes --seeds 0 1 2 --jobs 2     # 47 minutes on 2 cores
     python scripts/bench_titans_ts.py --sections quality --series ETTh2 ETTm1 --runs-dir runs/titans_bench
     python scripts/bench_titans_ts.py --sections speed --rounds 3 --out /tmp/smoke
 """
