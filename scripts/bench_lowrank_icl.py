@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench_twistor_hope import time_steps  # noqa: E402
 
 from hf_models import LowRankIclConfig, LowRankIclForPromptClassification  # noqa: E402
-from hf_models.training import describe_host, host_info, host_kind  # noqa: E402
+from hf_models.training import describe_host, host_info  # noqa: E402
 
 
 PRESET = ROOT / "configs" / "models" / "lowrank_icl" / "small.json"
@@ -182,7 +182,7 @@ def main(argv=None):
     host = host_info()
     report = {
         "command": "python " + " ".join(["scripts/bench_lowrank_icl.py", *(sys.argv[1:] if argv is None else argv)]),
-        "host": {**host, "kind": host_kind(host)},
+        "host": host,
         "note": args.note,
     }
     if "speed" in args.sections:

@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from hf_models import MhcConfig, MhcForCausalLM  # noqa: E402
 from hf_models.mhc import kernels_mhc  # noqa: E402
-from hf_models.training import host_info, host_kind  # noqa: E402
+from hf_models.training import host_info  # noqa: E402
 from hf_models.training.arguments import parse_train_args  # noqa: E402
 from hf_models.training.run import train  # noqa: E402
 
@@ -252,9 +252,9 @@ def main(argv=None):
     if set(precisions) - set(PRECISIONS) or not precisions:
         raise SystemExit(f"--precisions: use fp32 and/or bf16, got {args.precisions!r}")
     widths = [int(w) for w in args.widths.split(",") if w.strip()]
-    out = Path(args.out or ROOT / "benchmarks" / f"mhc_{host_kind(host)}")
+    out = Path(args.out or ROOT / "benchmarks" / f"mhc_{host['kind']}")
     report = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
-    report["kind"] = host_kind(host)
+    report["kind"] = host["kind"]
     command = " ".join(["python scripts/bench_mhc.py", *(argv if argv is not None else sys.argv[1:])])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = args.run_dir or tmp

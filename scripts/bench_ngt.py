@@ -38,7 +38,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hf_models import NgtConfig, NgtForCausalLM  # noqa: E402
 from hf_models.ngt import ops_ngt  # noqa: E402
-from hf_models.training import bf16_is_fast, host_info, host_kind  # noqa: E402
+from hf_models.training import bf16_is_fast, host_info  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,7 +174,7 @@ def main(argv=None):
     models = build_models(args)
     host = host_info()
     report = {
-        "host": {**host, "kind": host_kind(host)},
+        "host": host,
         "setup": {
             "torch": torch.__version__,
             "transformers": transformers.__version__,

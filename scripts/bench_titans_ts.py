@@ -42,7 +42,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from hf_models.training import describe_host, host_info, host_kind  # noqa: E402
+from hf_models.training import describe_host, host_info  # noqa: E402
 
 
 # as the run configs name the series: relative to the checkout (resolve_path), so results files hold no local path
@@ -364,7 +364,7 @@ def main(argv=None):
     host = host_info()
     report = {
         "command": "python " + " ".join(["scripts/bench_titans_ts.py", *(sys.argv[1:] if argv is None else argv)]),
-        "host": {**host, "kind": host_kind(host)},
+        "host": host,
         "note": args.note,
     }
     if args.jobs > 1:

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 from hf_models import TwistorHopeConfig, TwistorHopeForCausalLM  # noqa: E402
-from hf_models.training import bf16_is_fast, describe_host, host_info, host_kind  # noqa: E402
+from hf_models.training import bf16_is_fast, describe_host, host_info  # noqa: E402
 
 
 PRESET = ROOT / "configs" / "models" / "twistor_hope" / "small.json"
@@ -335,7 +335,7 @@ def main(argv=None):
     host = host_info()
     report = {
         "command": "python scripts/bench_twistor_hope.py" + (" " + " ".join(argv) if argv else ""),
-        "host": {**host, "kind": host_kind(host)},
+        "host": host,
         "setup": {"preset": "small", "batch": args.batch, "length": args.length, "vocab": VOCAB, "precision": "fp32"},
         "note": args.note,
     }

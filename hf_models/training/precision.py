@@ -152,12 +152,13 @@ def processor_name():
 
 
 def host_info():
-    """What a benchmark ran on, for its JSON: processor, torch's CPU capability, native bf16, threads, GPU, versions."""
+    """What a benchmark ran on, for its JSON: processor, torch's CPU capability, native bf16, threads, GPU, versions,
+    and the `kind` its result files are named by (`host_kind`)."""
     import platform
 
     import transformers
 
-    return {
+    info = {
         "processor": processor_name(),
         "machine": platform.machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -168,10 +169,12 @@ def host_info():
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
+    info["kind"] = host_kind(info)
+    return info
 
 
 def host_kind(info):
-    """The name of a `host_info()`'s kind of machine, which benchmark result files take: cpu_<torch's CPU
+    """The kind of machine `info` describes, which benchmark result files are named by: cpu_<torch's CPU
     capability>[_bf16 where the CPU has native bf16] (cpu_avx2, cpu_avx512_bf16, ...)."""
     return f"cpu_{info['cpu_capability'].lower()}" + ("_bf16" if info["cpu_native_bf16"] else "")
 
