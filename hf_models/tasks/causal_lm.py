@@ -24,9 +24,11 @@ DEFAULT_PROMPT = "\n"  # a run without its own sample_prompt
 USAGE = """```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-model = AutoModelForCausalLM.from_pretrained("{repo_id}", trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
-inputs = tokenizer("{prompt}", return_tensors="pt")
+repo_id = "{repo_id}"
+prompt = "{prompt}"
+model = AutoModelForCausalLM.from_pretrained(repo_id, trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained(repo_id)
+inputs = tokenizer(prompt, return_tensors="pt")
 output = model.generate(**inputs, max_new_tokens={tokens}, do_sample=True, top_k=40)
 print(tokenizer.decode(output[0]))
 ```
@@ -34,8 +36,10 @@ print(tokenizer.decode(output[0]))
 ```python
 from transformers import pipeline
 
-generator = pipeline("text-generation", model="{repo_id}", trust_remote_code=True)
-print(generator("{prompt}", max_new_tokens={tokens})[0]["generated_text"])
+repo_id = "{repo_id}"
+prompt = "{prompt}"
+generator = pipeline("text-generation", model=repo_id, trust_remote_code=True)
+print(generator(prompt, max_new_tokens={tokens})[0]["generated_text"])
 ```
 """
 

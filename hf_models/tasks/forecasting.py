@@ -39,17 +39,22 @@ USAGE = """```python
 import torch
 from transformers import AutoFeatureExtractor, AutoModelForTimeSeriesPrediction
 
-model = AutoModelForTimeSeriesPrediction.from_pretrained("{repo_id}", trust_remote_code=True)
-processor = AutoFeatureExtractor.from_pretrained("{repo_id}", trust_remote_code=True)
+repo_id = "{repo_id}"
+model = AutoModelForTimeSeriesPrediction.from_pretrained(repo_id, trust_remote_code=True)
+processor = AutoFeatureExtractor.from_pretrained(repo_id, trust_remote_code=True)
 history = torch.randn({context}, {channels})  # your series: the last {context} steps of {names}
 forecast = model(**processor(history)).prediction_outputs  # ({horizon} steps ahead, standardised scale)
 print(processor.post_process(forecast)[0])  # per channel, in the series' units
 ```
 
 ```python
+import torch
 from transformers import pipeline
 
-forecaster = pipeline(model="{repo_id}", trust_remote_code=True)  # time-series-forecasting, shipped with the model
+repo_id = "{repo_id}"
+history = torch.randn({context}, {channels})  # your series
+# the time-series-forecasting pipeline ships with the model
+forecaster = pipeline(model=repo_id, trust_remote_code=True)
 print(forecaster(history))  # {channel: [{horizon} values]}
 ```
 """

@@ -18,8 +18,9 @@ USAGE = """```python
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-model = AutoModelForImageClassification.from_pretrained("{repo_id}", trust_remote_code=True)
-processor = AutoImageProcessor.from_pretrained("{repo_id}")
+repo_id = "{repo_id}"
+model = AutoModelForImageClassification.from_pretrained(repo_id, trust_remote_code=True)
+processor = AutoImageProcessor.from_pretrained(repo_id)
 image = Image.new("{mode}", ({size}, {size}))  # your image here
 logits = model(**processor(images=image, return_tensors="pt")).logits
 print(model.config.id2label[int(logits.argmax(-1))])
@@ -29,7 +30,8 @@ print(model.config.id2label[int(logits.argmax(-1))])
 from PIL import Image
 from transformers import pipeline
 
-classifier = pipeline("image-classification", model="{repo_id}", trust_remote_code=True)
+repo_id = "{repo_id}"
+classifier = pipeline("image-classification", model=repo_id, trust_remote_code=True)
 print(classifier(Image.new("{mode}", ({size}, {size})), top_k=3))
 ```
 """

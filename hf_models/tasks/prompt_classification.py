@@ -17,11 +17,13 @@ from .base import Task, saved_folder
 USAGE = """```python
 from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification
 
-model = AutoModelForSequenceClassification.from_pretrained("{repo_id}", trust_remote_code=True)
-processor = AutoFeatureExtractor.from_pretrained("{repo_id}", trust_remote_code=True)
+repo_id = "{repo_id}"
+model = AutoModelForSequenceClassification.from_pretrained(repo_id, trust_remote_code=True)
+processor = AutoFeatureExtractor.from_pretrained(repo_id, trust_remote_code=True)
 # your tables: each a list of {columns} column names (or ids); equal names are the same column
 tables = {tables}
-query = {query}  # is a table holding "{first}" connected, through shared columns, to one holding "{second}"?
+# is a table holding "{first}" connected, through shared columns, to one holding "{second}"?
+query = {query}
 inputs = processor(tables, query)
 print(processor.post_process(model(**inputs).logits))  # [{'connected': ..., 'score': P(connected)}]
 ```
@@ -95,6 +97,19 @@ def example_tables(num_columns):
     names = (["user_id", "name", "email"], ["order_id", "user_id", "total"], ["product_id", "order_id", "price"])
     return [(columns + [f"{columns[0].removesuffix('_id')}_extra_{i}" for i in range(num_columns)])[:num_columns]
             for columns in names]  # fmt: skip
+
+
+def _list_literal(rows, width=119):
+    """`rows` (lists of strings) as the source of a Python list, laid out as the code formatter lays it out: one row
+    per line, each row on one line while it fits `width` (with the 4-space indent) and one item per line where not."""
+    lines = ["["]
+    for row in rows:
+        flat = f"    {json.dumps(row)},"
+        if len(flat) <= width:
+            lines.append(flat)
+        else:
+            lines += ["    [", *(f"        {json.dumps(item)}," for item in row), "    ],"]
+    return "\n".join([*lines, "]"])
 
 
 def processor_for(config, feature_seed):
@@ -253,8 +268,8 @@ class PromptClassificationTask(Task):
             "separator is zeros; the model never sees names or ids)",
             "batch_unit": "prompts",
             "usage": USAGE.replace("{columns}", str(config.num_columns))
-            .replace("{tables}", repr(tables))
-            .replace("{query}", repr([tables[0][0], tables[2][-1]]))
+            .replace("{tables}", _list_literal(tables))
+            .replace("{query}", json.dumps([tables[0][0], tables[2][-1]]))
             .replace("{first}", tables[0][0])
             .replace("{second}", tables[2][-1]),
         }

@@ -3,13 +3,13 @@ huggingface_hub, and whose usage snippets run as written in a process without hf
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
+from card_snippets import card_snippets
 from huggingface_hub import ModelCard
 
 from hf_models.cli import main
@@ -61,8 +61,7 @@ def test_export_writes_a_complete_hub_folder(run_dir, tmp_path):
 def test_card_snippets_run_without_hf_models(run_dir, tmp_path):
     out = tmp_path / "export"
     assert main(["export", str(run_dir), str(out)]) == 0
-    snippets = re.findall(r"```python\n(.*?)```", (out / "README.md").read_text(), flags=re.S)
-    assert len(snippets) == 2
+    snippets = card_snippets(out)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
     for snippet in snippets:

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from card_snippets import card_snippets
 from huggingface_hub import ModelCard
 from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification
 
@@ -43,6 +44,7 @@ def test_train_evaluate_export_and_answer_without_hf_models(tmp_path):
     assert not audit_folder(out, ("AutoModel", "AutoModelForSequenceClassification"))
     assert (out / "attention_masks.png").stat().st_size > 1000 and (out / "processing_lowrank_icl.py").exists()
     card = ModelCard.load(out / "README.md")
+    card_snippets(out, count=1)
     assert card.data.pipeline_tag == "tabular-classification"
     metrics = {m["type"] for m in card.data.to_dict()["model-index"][0]["results"][0]["metrics"]}
     assert {"accuracy", "balanced_accuracy", "f1", "roc_auc", "loss"} <= metrics

@@ -3,13 +3,13 @@ evaluate, export with a generated card, and load through remote code in a proces
 
 import json
 import os
-import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from card_snippets import card_snippets
 from huggingface_hub import ModelCard
 
 from hf_models.cli import main
@@ -90,8 +90,7 @@ def test_training_transform_shifts_and_the_evaluation_transform_does_not(mnist):
 
 
 def _snippets_run(folder, tmp_path):
-    snippets = re.findall(r"```python\n(.*?)```", (folder / "README.md").read_text(), flags=re.S)
-    assert len(snippets) == 2
+    snippets = card_snippets(folder)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
     for snippet in snippets:

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from card_snippets import card_snippets
 from huggingface_hub import ModelCard
 from transformers import AutoFeatureExtractor, AutoModelForTimeSeriesPrediction
 
@@ -41,10 +42,11 @@ def test_train_evaluate_export_and_forecast_without_hf_models(tmp_path, shared_d
     assert not audit_folder(out, ("AutoModel", "AutoModelForTimeSeriesPrediction"))
     assert (out / "processing_titans_ts.py").exists() and (out / "forecast.png").stat().st_size > 1000
     card = ModelCard.load(out / "README.md")
+    card_snippets(out)
     assert card.data.pipeline_tag == "time-series-forecasting"
     metrics = {m["type"] for m in card.data.to_dict()["model-index"][0]["results"][0]["metrics"]}
     assert {"mse", "mae"} <= metrics
-    assert "![forecast](forecast.png)" in card.text and 'pipeline(model="hf-models/titans-ts-test"' in card.text
+    assert "![forecast](forecast.png)" in card.text and 'repo_id = "hf-models/titans-ts-test"' in card.text
     # the inherited recipe averages the weights: the model evaluated and exported is the average (evaluate == the
     # run's own test evaluation above), and the card says so
     assert "exponential moving average (decay 0.99)" in card.text

@@ -4,6 +4,7 @@ positions at other table counts, causality, labels and the processor."""
 
 import itertools
 import random
+import re
 
 import pytest
 import torch
@@ -278,3 +279,26 @@ def test_prompt_data_arguments_are_checked_by_name():
                             ({"prompt_task": "sorting"}, "data.prompt_task='sorting' is not one of")):  # fmt: skip
         with pytest.raises(ValueError, match=message):
             task.check_data(PromptDataArguments(**fields))
+
+
+@pytest.mark.parametrize("num_columns", [2, 12])
+def test_card_usage_is_formatted_and_its_tables_are_the_examples(num_columns):
+    """The card's usage example lays its tables out as the code formatter would, even rows too wide for one line, and
+    they evaluate back to the example tables and query."""
+    from card_snippets import assert_formatted
+
+    from hf_models.tasks.prompt_classification import PromptClassificationTask, example_tables
+
+    config = tiny_config(num_columns=num_columns)
+    processor = LowRankIclProcessor(n_dims=config.n_dims, num_columns=num_columns, feature_seed=3)
+    results = {"eval_accuracy": 0.9, "eval_balanced_accuracy": 0.8, "eval_f1": 0.5, "eval_loss": 0.3}
+    fields = PromptClassificationTask().card_fields(
+        LowRankIclForPromptClassification(config), processor, {}, {}, results
+    )
+    (code,) = re.findall(r"```python\n(.*?)```", fields["usage"].replace("{repo_id}", "org/model"), flags=re.S)
+    assert_formatted(code)
+    namespace = {}
+    exec("\n".join(line for line in code.splitlines() if line.startswith(("tables", "query", " ", "]"))), namespace)
+    tables = example_tables(num_columns)
+    assert namespace["tables"] == tables and namespace["query"] == [tables[0][0], tables[2][-1]]
+    assert len(tables[2]) == num_columns and max(map(len, code.splitlines())) <= 119
