@@ -18,9 +18,14 @@ def assert_formatted(code, name="card_snippet.py"):
     assert check.returncode == 0, f"{name} is not formatted:\n{check.stdout}{check.stderr}"
 
 
+def python_blocks(markdown):
+    """The code of each ```python block of `markdown`, in order."""
+    return re.findall(r"```python\n(.*?)```", markdown, flags=re.S)
+
+
 def card_snippets(folder, count=2):
     """The `count` Python blocks of `folder`/README.md, each one that `ruff format` leaves as it is."""
-    snippets = re.findall(r"```python\n(.*?)```", (Path(folder) / "README.md").read_text(), flags=re.S)
+    snippets = python_blocks((Path(folder) / "README.md").read_text())
     assert len(snippets) == count, f"{len(snippets)} Python blocks in the card, not {count}"
     for index, snippet in enumerate(snippets):
         assert_formatted(snippet, f"card_snippet_{index}.py")

@@ -4,7 +4,6 @@ positions at other table counts, causality, labels and the processor."""
 
 import itertools
 import random
-import re
 
 import pytest
 import torch
@@ -285,7 +284,7 @@ def test_prompt_data_arguments_are_checked_by_name():
 def test_card_usage_is_formatted_and_its_tables_are_the_examples(num_columns):
     """The card's usage example lays its tables out as the code formatter would, even rows too wide for one line, and
     they evaluate back to the example tables and query."""
-    from card_snippets import assert_formatted
+    from card_snippets import assert_formatted, python_blocks
 
     from hf_models.tasks.prompt_classification import PromptClassificationTask, example_tables
 
@@ -295,7 +294,7 @@ def test_card_usage_is_formatted_and_its_tables_are_the_examples(num_columns):
     fields = PromptClassificationTask().card_fields(
         LowRankIclForPromptClassification(config), processor, {}, {}, results
     )
-    (code,) = re.findall(r"```python\n(.*?)```", fields["usage"].replace("{repo_id}", "org/model"), flags=re.S)
+    (code,) = python_blocks(fields["usage"].replace("{repo_id}", "org/model"))
     assert_formatted(code)
     namespace = {}
     exec("\n".join(line for line in code.splitlines() if line.startswith(("tables", "query", " ", "]"))), namespace)
