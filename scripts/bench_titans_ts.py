@@ -21,17 +21,22 @@ Sections:
   configuration when it is installed (the `dev` extra pins titans-pytorch==0.5.5).
 
 The results name the machine and go to benchmarks/titans_ts_<host kind>.json and .md (`--out` to change); the JSON
-is rewritten after every finished run, so an interrupted benchmark keeps what it measured.
+is rewritten after every finished run, so an interrupted benchmark keeps what it measured. `--resume` goes on from
+it: the quality runs that JSON already holds (the same run, settings and kind of machine, its folder still in
+`--runs-dir`) are kept, the others trained; so an interrupted benchmark finishes, or one gets more seeds, without
+training again what it has.
 
     python scripts/bench_titans_ts.py                                              # all sections on ETTh1, seed 0
     python scripts/bench_titans_ts.py --sections quality modes --seeds 0 1 2 --jobs 2     # 47 minutes on 2 cores
     python scripts/bench_titans_ts.py --sections quality --series ETTh2 ETTm1 --runs-dir runs/titans_bench
     python scripts/bench_titans_ts.py --sections speed --rounds 3 --out /tmp/smoke
+    python scripts/bench_titans_ts.py --sections quality modes --seeds 0 1 2 3 4 --jobs 2 --runs-dir runs/b --resume
 """
 
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -99,9 +104,11 @@ def _train_job(config, folder, overrides, extra, threads):
     return train_run(config, folder, overrides, extra)
 
 
-def quality_section(args, runs, save):
+def quality_section(args, runs, save, previous=None):
     """Each series x horizon x model x seed; `--jobs` trainings at a time (each in its own process with its share of
-    the cores), the results in a fixed order whatever finishes first."""
+    the cores), the results in a fixed order whatever finishes first. `previous` (key -> result, from `--resume`):
+    the runs kept rather than trained, where the same key was trained with the same config and overrides into the
+    same folder, which still holds that result."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
@@ -118,11 +125,15 @@ def quality_section(args, runs, save):
                                  "train_stride": stride}  # fmt: skip
                     runs_to_do[key] = (config, folder, overrides, ["--seed", str(seed), *args.train_args])
                     where[key] = (series, horizon, name, seed)
-    done = {}
+    done = {key: {**previous[key], "kept": True} for key, job in runs_to_do.items()
+            if _kept(previous or {}, key, *job[:3])}  # fmt: skip
+    for key in done:
+        print(f"quality: {key} kept", flush=True)
+        del runs_to_do[key]
 
     def record(key, result):
         done[key] = result
-        save({k: done[k] for k in runs_to_do if k in done})
+        save({k: done[k] for k in where if k in done})
 
     if args.jobs == 1:
         for key, job in runs_to_do.items():
@@ -134,7 +145,7 @@ def quality_section(args, runs, save):
             for future in as_completed(futures):
                 print(f"quality: {futures[future]} done", flush=True)
                 record(futures[future], future.result())
-    results = {k: done[k] for k in runs_to_do}
+    results = {k: done[k] for k in where}
 
     def mean(metric, series, name, horizon=None, seed=None):
         """`metric` averaged over the runs of one series and model (of one horizon, of one seed when given)."""
@@ -154,6 +165,33 @@ def quality_section(args, runs, save):
     results["summary"] = summary
     save(results)
     return results
+
+
+def _kept(previous, key, config, folder, overrides):
+    """Whether `--resume` keeps `previous[key]`: recorded for the same config and overrides, and the run folder still
+    holds the run that recorded it (its eval_results.json has the same test MSE)."""
+    result = previous.get(key)
+    if not result or (result.get("config"), result.get("overrides")) != (config, overrides):
+        return False
+    recorded = folder / "eval_results.json"
+    return recorded.exists() and round(json.loads(recorded.read_text())["test_mse"], 4) == result["test_mse"]
+
+
+def previous_runs(path, host, train_args):
+    """The quality runs of the report at `path` (`--resume`), which must have run on this kind of machine with the
+    same threads per training and the same `--train-args`; a ValueError names what differs."""
+    if not path.exists():
+        raise ValueError(f"--resume: {path} does not exist; there is no earlier report to go on from")
+    report = json.loads(path.read_text())
+    for field in ("kind", "threads"):
+        if report["host"].get(field) != host.get(field):
+            raise ValueError(f"--resume: {path} ran with host {field}={report['host'].get(field)!r}, this run has "
+                             f"{host.get(field)!r}; its runs are not this benchmark's")  # fmt: skip
+    command = shlex.split(report["command"])
+    earlier = command[command.index("--train-args") + 1 :] if "--train-args" in command else []
+    if earlier != list(train_args):
+        raise ValueError(f"--resume: {path} trained with --train-args {earlier}, this run with {list(train_args)}")
+    return {key: value for key, value in report.get("quality", {}).items() if key != "summary"}, report["command"]
 
 
 def modes_section(args, runs, save):
@@ -272,6 +310,9 @@ def render_markdown(report):
     host = report["host"]
     lines = ["# Titans-TS: forecasting against PatchTST, evaluation modes, memory speed", "",
              f"{describe_host(host)} Command: `{report['command']}`.", ""]  # fmt: skip
+    if report.get("resumed_from"):
+        lines[-1:-1] = ["", f"Resumed: the runs marked (kept) were trained by `{report['resumed_from']}` (or before "
+                        "it, if that run resumed too) and kept; the others were trained by this command."]  # fmt: skip
     quality = report.get("quality")
     if quality:
         lines += ["## Test MSE / MAE (standardised), same task, protocol and budget", "",
@@ -281,8 +322,9 @@ def render_markdown(report):
             if key != "summary":
                 series, horizon, name, *seed = key.split("/")
                 seed = seed[0].removeprefix("seed") if seed else "0"
+                seconds = f"{value['train_seconds']}" + (" (kept)" if value.get("kept") else "")
                 lines.append(f"| {series} | {horizon} | {name} | {seed} | {value['parameters']:,} | "
-                             f"{value['steps']} | {value['train_seconds']} | {value['val_mse']} | "
+                             f"{value['steps']} | {seconds} | {value['val_mse']} | "
                              f"{value['test_mse']} | {value['test_mae']} |")  # fmt: skip
         if quality.get("summary"):
             lines += ["", "| series / model | mean test MSE | mean test MAE | horizons | seeds | each seed's mean MSE "
@@ -354,6 +396,9 @@ def main(argv=None):
     parser.add_argument("--runs-dir", help="keep the trained runs here (default: a temporary folder)")
     parser.add_argument("--train-args", nargs=argparse.REMAINDER, default=[],
                         help="extra `hf-models train` arguments for every run (last on the line), e.g. --max_steps 8")  # fmt: skip
+    parser.add_argument("--resume", action="store_true",
+                        help="quality: keep the runs --out's JSON already holds (their folders in --runs-dir), train "
+                        "the others")  # fmt: skip
     parser.add_argument("--note", default="")
     parser.add_argument("--out", help="output path without suffix (default: benchmarks/titans_ts_<host kind>)")
     args = parser.parse_args(argv)
@@ -361,6 +406,8 @@ def main(argv=None):
         parser.error(f"--jobs must be at least 1; got {args.jobs}")
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds must not repeat a seed; got {args.seeds}")
+    if args.resume and not args.runs_dir:
+        parser.error("--resume needs --runs-dir: the kept runs' folders (a temporary folder holds none)")
     host = host_info()
     report = {
         "command": "python " + " ".join(["scripts/bench_titans_ts.py", *(sys.argv[1:] if argv is None else argv)]),
@@ -372,6 +419,12 @@ def main(argv=None):
         report["jobs"] = args.jobs
     out = Path(args.out or ROOT / "benchmarks" / f"titans_ts_{report['host']['kind']}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    previous = None
+    if args.resume:
+        try:
+            previous, report["resumed_from"] = previous_runs(out.with_suffix(".json"), report["host"], args.train_args)
+        except ValueError as error:
+            parser.error(str(error))
 
     def write():
         out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
@@ -390,7 +443,7 @@ def main(argv=None):
         runs = Path(args.runs_dir or tmp)
         runs.mkdir(parents=True, exist_ok=True)
         if "quality" in args.sections:
-            report["quality"] = quality_section(args, runs, saver("quality"))
+            report["quality"] = quality_section(args, runs, saver("quality"), previous)
         if "modes" in args.sections:
             report["modes"] = modes_section(args, runs, saver("modes"))
     if "speed" in args.sections:

@@ -99,10 +99,11 @@ def test_twistor_hope_ceiling_counts_the_flops_torch_counts():
 @pytest.mark.slow
 def test_titans_ts_benchmark_smoke(tmp_path, shared_data):
     out = tmp_path / "titans"
+    train_args = ["--max_steps", "2", "--eval_steps", "2", "--save_steps", "2", "--context_length", "32",
+                  "--train_stride", "40", "--max_validation_windows", "32"]  # fmt: skip
     _script("bench_titans_ts.py", "--horizons", "8", "12", "--seeds", "0", "1", "--jobs", "2", "--mode-windows", "20",
-            "--rounds", "1", "--out", str(out), "--runs-dir", str(tmp_path / "runs"), "--train-args", "--max_steps",
-            "2", "--eval_steps", "2", "--save_steps", "2", "--context_length", "32", "--train_stride", "40",
-            "--max_validation_windows", "32")  # fmt: skip
+            "--rounds", "1", "--out", str(out), "--runs-dir", str(tmp_path / "runs"), "--train-args",
+            *train_args)  # fmt: skip
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["host"]["processor"] and report["jobs"] == 2
     quality = report["quality"]
@@ -135,6 +136,26 @@ def test_titans_ts_benchmark_smoke(tmp_path, shared_data):
     for key in ("hf_models_chunked", "hf_models_chunked_one_batch", "hf_models_reference"):
         assert speed[key]["forward_ms"] > 0 and speed[key]["forward_backward_ms"] > 0
     assert "## Evaluation modes" in out.with_suffix(".md").read_text()
+    # --resume: a third seed keeps the two seeds' runs (same results, not trained again) and trains only the new ones
+    where = ["--sections", "quality", "--horizons", "8", "12", "--jobs", "2", "--runs-dir", str(tmp_path / "runs")]
+    _script("bench_titans_ts.py", "--seeds", "0", "1", "2", *where, "--out", str(out), "--resume", "--train-args",
+            *train_args)  # fmt: skip
+    resumed = json.loads(out.with_suffix(".json").read_text())
+    assert resumed["resumed_from"] == report["command"]
+    for key, run in resumed["quality"].items():
+        if key.endswith("seed2"):
+            assert "kept" not in run and run["steps"] == 2, key
+        elif key != "summary":
+            assert run == {**quality[key], "kept": True}, key
+    assert len(resumed["quality"]) == 13 and resumed["quality"]["summary"]["ETTh1/patchtst"]["seeds"] == [0, 1, 2]
+    assert "(kept)" in out.with_suffix(".md").read_text()
+    # what it cannot go on from is refused by name before anything trains
+    for args, message in ((["--out", str(out), "--train-args", "--max_steps", "3"], "--train-args"),
+                          (["--out", str(tmp_path / "none")], "does not exist"),
+                          (["--out", str(out), "--runs-dir", ""], "--resume needs --runs-dir")):  # fmt: skip
+        refused = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_titans_ts.py"), "--seeds", "0", *where,
+                                  "--resume", *args], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-2000:]
 
 
 @pytest.mark.slow
