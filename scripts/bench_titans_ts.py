@@ -178,8 +178,9 @@ def _kept(previous, key, config, folder, overrides):
 
 
 def previous_runs(path, host, train_args):
-    """The quality runs of the report at `path` (`--resume`), which must have run on this kind of machine with the
-    same threads per training and the same `--train-args`; a ValueError names what differs."""
+    """The trainings of the report at `path` (`--resume`): its quality runs and the modes section's, key -> result. It
+    must have run on this kind of machine with the same threads per training and the same `--train-args`; a
+    ValueError names what differs."""
     if not path.exists():
         raise ValueError(f"--resume: {path} does not exist; there is no earlier report to go on from")
     report = json.loads(path.read_text())
@@ -191,11 +192,14 @@ def previous_runs(path, host, train_args):
     earlier = command[command.index("--train-args") + 1 :] if "--train-args" in command else []
     if earlier != list(train_args):
         raise ValueError(f"--resume: {path} trained with --train-args {earlier}, this run with {list(train_args)}")
-    return {key: value for key, value in report.get("quality", {}).items() if key != "summary"}, report["command"]
+    runs = {key: value for key, value in report.get("quality", {}).items() if key != "summary"}
+    runs.update((key, value) for key, value in report.get("modes", {}).items() if key.endswith("/training"))
+    return runs, report["command"]
 
 
-def modes_section(args, runs, save):
-    """Modes A, B, C and C with sparse labels for the first series at each horizon and for the drift series."""
+def modes_section(args, runs, save, previous=None):
+    """Modes A, B, C and C with sparse labels for the first series at each horizon and for the drift series; a model
+    the quality section did not train is trained here, or kept from `previous` (`--resume`) as the quality runs are."""
     from hf_models import TitansTsForPrediction
     from hf_models.tasks.forecasting import evaluate_forecaster, series_splits
     from hf_models.training.arguments import load_yaml
@@ -208,9 +212,12 @@ def modes_section(args, runs, save):
     targets.append(("synthetic_drift", runs / "titans_ts_drift", "configs/train/titans_ts_drift.yaml",
                     {"prediction_length": args.horizons[0]}))  # fmt: skip
     for name, folder, config, overrides in targets:
-        if not (folder / "config.json").exists():
+        key = f"{name}/training"
+        if _kept(previous or {}, key, config, folder, overrides):
+            results[key] = {**previous[key], "kept": True}
+        elif not (folder / "config.json").exists():
             print(f"modes: training {name}", flush=True)
-            results[f"{name}/training"] = train_run(config, folder, overrides, args.train_args)
+            results[key] = train_run(config, folder, overrides, args.train_args)
         splits = series_splits(load_yaml(folder / "train_config.yaml")["data"])  # the run's own series
         for mode, sparse in (("independent", 1), ("online_memory", 1), ("online_full", 1),
                              ("online_full", args.sparse_step)):  # fmt: skip
@@ -445,7 +452,7 @@ def main(argv=None):
         if "quality" in args.sections:
             report["quality"] = quality_section(args, runs, saver("quality"), previous)
         if "modes" in args.sections:
-            report["modes"] = modes_section(args, runs, saver("modes"))
+            report["modes"] = modes_section(args, runs, saver("modes"), previous)
     if "speed" in args.sections:
         report["speed"] = speed_section(args)
     write()
