@@ -136,10 +136,11 @@ def test_titans_ts_benchmark_smoke(tmp_path, shared_data):
     for key in ("hf_models_chunked", "hf_models_chunked_one_batch", "hf_models_reference"):
         assert speed[key]["forward_ms"] > 0 and speed[key]["forward_backward_ms"] > 0
     assert "## Evaluation modes" in out.with_suffix(".md").read_text()
-    # --resume: a third seed keeps the two seeds' runs (same results, not trained again) and trains only the new ones
-    where = ["--sections", "quality", "--horizons", "8", "12", "--jobs", "2", "--runs-dir", str(tmp_path / "runs")]
-    _script("bench_titans_ts.py", "--seeds", "0", "1", "2", *where, "--out", str(out), "--resume", "--train-args",
-            *train_args)  # fmt: skip
+    # --resume: a third seed keeps the two seeds' runs and the drift model (same results, not trained again) and
+    # trains only the new ones
+    where = ["--horizons", "8", "12", "--jobs", "2", "--runs-dir", str(tmp_path / "runs")]
+    _script("bench_titans_ts.py", "--sections", "quality", "modes", "--seeds", "0", "1", "2", *where, "--out", str(out),
+            "--mode-windows", "20", "--resume", "--train-args", *train_args)  # fmt: skip
     resumed = json.loads(out.with_suffix(".json").read_text())
     assert resumed["resumed_from"] == report["command"]
     for key, run in resumed["quality"].items():
@@ -149,6 +150,8 @@ def test_titans_ts_benchmark_smoke(tmp_path, shared_data):
             assert run == {**quality[key], "kept": True}, key
     assert len(resumed["quality"]) == 13 and resumed["quality"]["summary"]["ETTh1/patchtst"]["seeds"] == [0, 1, 2]
     assert "(kept)" in out.with_suffix(".md").read_text()
+    assert resumed["modes"]["synthetic_drift/training"] == {**modes["synthetic_drift/training"], "kept": True}
+    assert resumed["modes"]["ETTh1/8/online_full"]["mse"] == modes["ETTh1/8/online_full"]["mse"]
     # what it cannot go on from is refused by name before anything trains
     for args, message in ((["--out", str(out), "--train-args", "--max_steps", "3"], "--train-args"),
                           (["--out", str(tmp_path / "none")], "does not exist"),
