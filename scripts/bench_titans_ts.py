@@ -22,9 +22,9 @@ Sections:
 
 The results name the machine and go to benchmarks/titans_ts_<host kind>.json and .md (`--out` to change); the JSON
 is rewritten after every finished run, so an interrupted benchmark keeps what it measured. `--resume` goes on from
-it: the quality runs that JSON already holds (the same run, settings and kind of machine, its folder still in
-`--runs-dir`) are kept, the others trained; so an interrupted benchmark finishes, or one gets more seeds, without
-training again what it has.
+it: the trainings that JSON already holds (quality runs and the modes section's drift model; the same run, settings
+and kind of machine, its folder still in `--runs-dir`) are kept, the others trained; so an interrupted benchmark
+finishes, or one gets more seeds, without training again what it has.
 
     python scripts/bench_titans_ts.py                                              # all sections on ETTh1, seed 0
     python scripts/bench_titans_ts.py --sections quality modes --seeds 0 1 2 --jobs 2     # 47 minutes on 2 cores
@@ -183,7 +183,12 @@ def previous_runs(path, host, train_args):
     ValueError names what differs."""
     if not path.exists():
         raise ValueError(f"--resume: {path} does not exist; there is no earlier report to go on from")
-    report = json.loads(path.read_text())
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--resume: {path} is not JSON ({error})") from None
+    if not isinstance(report, dict) or not {"host", "command"} <= report.keys():
+        raise ValueError(f"--resume: {path} is not a report of this benchmark (no host and command)")
     for field in ("kind", "threads"):
         if report["host"].get(field) != host.get(field):
             raise ValueError(f"--resume: {path} ran with host {field}={report['host'].get(field)!r}, this run has "
@@ -404,8 +409,8 @@ def main(argv=None):
     parser.add_argument("--train-args", nargs=argparse.REMAINDER, default=[],
                         help="extra `hf-models train` arguments for every run (last on the line), e.g. --max_steps 8")  # fmt: skip
     parser.add_argument("--resume", action="store_true",
-                        help="quality: keep the runs --out's JSON already holds (their folders in --runs-dir), train "
-                        "the others")  # fmt: skip
+                        help="keep the trainings --out's JSON already holds (their folders in --runs-dir), train the "
+                        "others")  # fmt: skip
     parser.add_argument("--note", default="")
     parser.add_argument("--out", help="output path without suffix (default: benchmarks/titans_ts_<host kind>)")
     args = parser.parse_args(argv)

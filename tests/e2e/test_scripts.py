@@ -155,7 +155,8 @@ def test_titans_ts_benchmark_smoke(tmp_path, shared_data):
     # what it cannot go on from is refused by name before anything trains
     for args, message in ((["--out", str(out), "--train-args", "--max_steps", "3"], "--train-args"),
                           (["--out", str(tmp_path / "none")], "does not exist"),
-                          (["--out", str(out), "--runs-dir", ""], "--resume needs --runs-dir")):  # fmt: skip
+                          (["--out", str(out), "--runs-dir", ""], "--resume needs --runs-dir"),
+                          (["--out", str(tmp_path / "runs" / "titans_ts_ETTh1_8" / "config")], "not a report")):  # fmt: skip
         refused = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_titans_ts.py"), "--seeds", "0", *where,
                                   "--resume", *args], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-2000:]
