@@ -104,14 +104,11 @@ def _train_job(config, folder, overrides, extra, threads):
     return train_run(config, folder, overrides, extra)
 
 
-def quality_section(args, runs, save, previous=None):
-    """Each series x horizon x model x seed; `--jobs` trainings at a time (each in its own process with its share of
-    the cores), the results in a fixed order whatever finishes first. `previous` (key -> result, from `--resume`):
-    the runs kept rather than trained, where the same key was trained with the same config and overrides into the
-    same folder, which still holds that result."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
-
+def quality_plan(args, runs, previous=None):
+    """The quality runs, each series x horizon x model x seed: (key -> the training's arguments, for those to train;
+    key -> (series, horizon, name, seed), for all; key -> result, for those kept). `previous` (key -> result, from
+    `--resume`): a run is kept rather than trained where the same key was trained with the same config and overrides
+    into the same folder, which still holds that result."""
     several = len(args.seeds) > 1
     runs_to_do, where = {}, {}  # key -> the training's arguments; key -> (series, horizon, name, seed)
     for series in args.series:
@@ -125,11 +122,20 @@ def quality_section(args, runs, save, previous=None):
                                  "train_stride": stride}  # fmt: skip
                     runs_to_do[key] = (config, folder, overrides, ["--seed", str(seed), *args.train_args])
                     where[key] = (series, horizon, name, seed)
-    done = {key: {**previous[key], "kept": True} for key, job in runs_to_do.items()
+    kept = {key: {**previous[key], "kept": True} for key, job in runs_to_do.items()
             if _kept(previous or {}, key, *job[:3])}  # fmt: skip
+    return {key: job for key, job in runs_to_do.items() if key not in kept}, where, kept
+
+
+def quality_section(args, save, plan):
+    """The runs of `plan` (`quality_plan`): `--jobs` trainings at a time (each in its own process with its share of
+    the cores), the results in a fixed order whatever finishes first."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    runs_to_do, where, done = plan
     for key in done:
         print(f"quality: {key} kept", flush=True)
-        del runs_to_do[key]
 
     def record(key, result):
         done[key] = result
@@ -158,7 +164,7 @@ def quality_section(args, runs, save, previous=None):
         for name in MODELS:
             entry = {"mean_test_mse": mean("test_mse", series, name), "mean_test_mae": mean("test_mae", series, name),
                      "horizons": list(args.horizons), "seeds": list(args.seeds)}  # fmt: skip
-            if several:  # the spread: each seed's mean over the horizons, each horizon's mean over the seeds
+            if len(args.seeds) > 1:  # the spread: each seed's mean over the horizons, each horizon's over the seeds
                 entry["mean_test_mse_per_seed"] = [mean("test_mse", series, name, seed=seed) for seed in args.seeds]
                 entry["test_mse_per_horizon"] = {str(h): mean("test_mse", series, name, h) for h in args.horizons}
             summary[f"{series}/{name}"] = entry
@@ -455,7 +461,12 @@ def main(argv=None):
         runs = Path(args.runs_dir or tmp)
         runs.mkdir(parents=True, exist_ok=True)
         if "quality" in args.sections:
-            report["quality"] = quality_section(args, runs, saver("quality"), previous)
+            plan = quality_plan(args, runs, previous)
+            taken = [str(job[1]) for job in plan[0].values() if job[1].is_dir() and any(job[1].iterdir())]
+            if taken:
+                parser.error(f"--runs-dir {runs} already holds {len(taken)} of the runs to train (e.g. {taken[0]}); "
+                             "give an empty --runs-dir, or --resume with the report that recorded them")  # fmt: skip
+            report["quality"] = quality_section(args, saver("quality"), plan)
         if "modes" in args.sections:
             report["modes"] = modes_section(args, runs, saver("modes"), previous)
     if "speed" in args.sections:

@@ -160,6 +160,12 @@ def test_titans_ts_benchmark_smoke(tmp_path, shared_data):
         refused = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_titans_ts.py"), "--seeds", "0", *where,
                                   "--resume", *args], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-2000:]
+    # nor does it train into folders that hold runs (here the first seed's folder, which seed 0 already took)
+    refused = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_titans_ts.py"), "--sections", "quality",
+                              "--seeds", "3", "4", *where, "--out", str(tmp_path / "other")], cwd=ROOT,
+                             capture_output=True, text=True)  # fmt: skip
+    assert refused.returncode == 2 and "already holds" in refused.stderr, refused.stderr[-2000:]
+    assert not tmp_path.joinpath("other.json").exists()
 
 
 @pytest.mark.slow
