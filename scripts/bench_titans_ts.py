@@ -122,8 +122,8 @@ def quality_plan(args, runs, previous=None):
                                  "train_stride": stride}  # fmt: skip
                     runs_to_do[key] = (config, folder, overrides, ["--seed", str(seed), *args.train_args])
                     where[key] = (series, horizon, name, seed)
-    kept = {key: {**previous[key], "kept": True} for key, job in runs_to_do.items()
-            if _kept(previous or {}, key, *job[:3])}  # fmt: skip
+    kept = {key: result for key, (config, folder, overrides, _) in runs_to_do.items()
+            if (result := _kept(previous, key, config, folder, overrides))}  # fmt: skip
     return {key: job for key, job in runs_to_do.items() if key not in kept}, where, kept
 
 
@@ -174,13 +174,15 @@ def quality_section(args, save, plan):
 
 
 def _kept(previous, key, config, folder, overrides):
-    """Whether `--resume` keeps `previous[key]`: recorded for the same config and overrides, and the run folder still
-    holds the run that recorded it (its eval_results.json has the same test MSE)."""
-    result = previous.get(key)
+    """`previous[key]` marked kept where `--resume` keeps it (recorded for the same config and overrides, and the run
+    folder still holds the run that recorded it: its eval_results.json has the same test MSE), else None."""
+    result = (previous or {}).get(key)
     if not result or (result.get("config"), result.get("overrides")) != (config, overrides):
-        return False
+        return None
     recorded = folder / "eval_results.json"
-    return recorded.exists() and round(json.loads(recorded.read_text())["test_mse"], 4) == result["test_mse"]
+    if recorded.exists() and round(json.loads(recorded.read_text())["test_mse"], 4) == result["test_mse"]:
+        return {**result, "kept": True}
+    return None
 
 
 def previous_runs(path, host, train_args):
@@ -224,8 +226,8 @@ def modes_section(args, runs, save, previous=None):
                     {"prediction_length": args.horizons[0]}))  # fmt: skip
     for name, folder, config, overrides in targets:
         key = f"{name}/training"
-        if _kept(previous or {}, key, config, folder, overrides):
-            results[key] = {**previous[key], "kept": True}
+        if kept := _kept(previous, key, config, folder, overrides):
+            results[key] = kept
         elif not (folder / "config.json").exists():
             print(f"modes: training {name}", flush=True)
             results[key] = train_run(config, folder, overrides, args.train_args)
@@ -462,7 +464,7 @@ def main(argv=None):
         runs.mkdir(parents=True, exist_ok=True)
         if "quality" in args.sections:
             plan = quality_plan(args, runs, previous)
-            taken = [str(job[1]) for job in plan[0].values() if job[1].is_dir() and any(job[1].iterdir())]
+            taken = [str(folder) for _, folder, *_ in plan[0].values() if folder.is_dir() and any(folder.iterdir())]
             if taken:
                 parser.error(f"--runs-dir {runs} already holds {len(taken)} of the runs to train (e.g. {taken[0]}); "
                              "give an empty --runs-dir, or --resume with the report that recorded them")  # fmt: skip
