@@ -24,7 +24,9 @@ The results name the machine and go to benchmarks/titans_ts_<host kind>.json and
 is rewritten after every finished run, so an interrupted benchmark keeps what it measured. `--resume` goes on from
 it: the trainings that JSON already holds (quality runs and the modes section's drift model; the same run, settings
 and kind of machine, its folder still in `--runs-dir`) are kept, the others trained; so an interrupted benchmark
-finishes, or one gets more seeds, without training again what it has.
+finishes, or one gets more seeds, without training again what it has. A recorded run whose folder was trained with
+another setup than the run files and model configs give now (edited since: its train_config.yaml or config.json
+differs) is not kept, and is refused by name rather than trained over.
 
     python scripts/bench_titans_ts.py                                              # all sections on ETTh1, seed 0
     python scripts/bench_titans_ts.py --sections quality modes --seeds 0 1 2 --jobs 2     # 47 minutes on 2 cores
@@ -58,15 +60,21 @@ MODELS = {
 }
 
 
-def train_run(config, folder, overrides, extra=()):
-    """Train one run through the forecasting task; returns its recorded results, seconds and parameter count."""
+def run_arguments(config, folder, overrides, extra=()):
+    """The parsed arguments (model, data, training) of one run: `config` with the overrides and extra options."""
     from hf_models.training.arguments import parse_train_args
-    from hf_models.training.run import train
 
     arguments = ["--output_dir", str(folder), "--disable_tqdm", "true", "--report_to", "none", *extra]
     for key, value in overrides.items():
         arguments += [f"--{key}", str(value)]
-    model_args, data_args, training_args = parse_train_args(ROOT / config, arguments)
+    return parse_train_args(ROOT / config, arguments)
+
+
+def train_run(config, folder, overrides, extra=()):
+    """Train one run through the forecasting task; returns its recorded results, seconds and parameter count."""
+    from hf_models.training.run import train
+
+    model_args, data_args, training_args = run_arguments(config, folder, overrides, extra)
     start = time.perf_counter()
     results = train(model_args, data_args, training_args)
     seconds = time.perf_counter() - start
@@ -122,8 +130,7 @@ def quality_plan(args, runs, previous=None):
                                  "train_stride": stride}  # fmt: skip
                     runs_to_do[key] = (config, folder, overrides, ["--seed", str(seed), *args.train_args])
                     where[key] = (series, horizon, name, seed)
-    kept = {key: result for key, (config, folder, overrides, _) in runs_to_do.items()
-            if (result := _kept(previous, key, config, folder, overrides))}  # fmt: skip
+    kept = {key: result for key, job in runs_to_do.items() if (result := _kept(previous, key, job))}
     return {key: job for key, job in runs_to_do.items() if key not in kept}, where, kept
 
 
@@ -173,16 +180,49 @@ def quality_section(args, save, plan):
     return results
 
 
-def _kept(previous, key, config, folder, overrides):
-    """`previous[key]` marked kept where `--resume` keeps it (recorded for the same config and overrides, and the run
-    folder still holds the run that recorded it: its eval_results.json has the same test MSE), else None."""
+def _kept(previous, key, job):
+    """`previous[key]` marked kept where `--resume` keeps it, else None: it was recorded for the same config and
+    overrides, and the run folder of `job` (the training's arguments) still holds the run that recorded it (its
+    eval_results.json has the same test MSE) trained as `job` would train now (`same_setup`)."""
+    config, folder, overrides, _ = job
     result = (previous or {}).get(key)
     if not result or (result.get("config"), result.get("overrides")) != (config, overrides):
         return None
     recorded = folder / "eval_results.json"
-    if recorded.exists() and round(json.loads(recorded.read_text())["test_mse"], 4) == result["test_mse"]:
-        return {**result, "kept": True}
-    return None
+    if not recorded.exists() or round(json.loads(recorded.read_text())["test_mse"], 4) != result["test_mse"]:
+        return None
+    return {**result, "kept": True} if same_setup(*job) else None
+
+
+# what a run folder holds that the arguments do not give: the forecasting task sets the training arguments' label names
+# and column handling, and config.json's channels and lengths (from the series and the data settings, which are in
+# train_config.yaml); saving adds the rest of these config.json fields
+_TASK_ARGUMENTS = {"label_names", "remove_unused_columns"}
+_RUN_FIELDS = {"num_input_channels", "context_length", "prediction_length", "custom_pipelines", "auto_map", "dtype",
+               "_name_or_path", "transformers_version"}  # fmt: skip
+
+
+def same_setup(config, folder, overrides, extra=()):
+    """Whether the run in `folder` was trained as these arguments would train it now: its train_config.yaml is the
+    configuration they resolve to (the run file, what it inherits, the options) and its config.json the model the
+    model config file and overrides give. A run file or model config edited since the run trained is not the same."""
+    import yaml
+    from transformers import AutoConfig
+
+    from hf_models.training.arguments import load_yaml, resolved_config
+    from hf_models.training.run import load_model_config
+
+    model_args, data_args, training_args = run_arguments(config, folder, overrides, extra)
+    if not (folder / "train_config.yaml").exists():
+        return False
+    resolved, trained = resolved_config(model_args, data_args, training_args), load_yaml(folder / "train_config.yaml")
+    for setup in (resolved, trained):
+        for name in _TASK_ARGUMENTS:
+            setup.get("training", {}).pop(name, None)
+    if yaml.safe_load(yaml.safe_dump(resolved, sort_keys=False)) != trained:
+        return False
+    wanted, trained = load_model_config(model_args).to_dict(), AutoConfig.from_pretrained(folder).to_dict()
+    return all(wanted.get(k) == trained.get(k) for k in wanted.keys() | trained.keys() if k not in _RUN_FIELDS)
 
 
 def previous_runs(path, host, train_args):
@@ -210,6 +250,18 @@ def previous_runs(path, host, train_args):
     return runs, report["command"]
 
 
+def mode_targets(args, runs):
+    """The models of the modes section: (name, run folder, config, overrides) for the first series at each horizon,
+    then the drift series'."""
+    series = args.series[0]
+    targets = [(f"{series}/{horizon}", run_folder(runs, "titans_ts", series, horizon), MODELS["titans_ts"],
+                {"series": f"{DATA}/{series}.csv", "prediction_length": horizon})
+               for horizon in args.horizons]  # fmt: skip
+    targets.append(("synthetic_drift", runs / "titans_ts_drift", "configs/train/titans_ts_drift.yaml",
+                    {"prediction_length": args.horizons[0]}))  # fmt: skip
+    return targets
+
+
 def modes_section(args, runs, save, previous=None):
     """Modes A, B, C and C with sparse labels for the first series at each horizon and for the drift series; a model
     the quality section did not train is trained here, or kept from `previous` (`--resume`) as the quality runs are."""
@@ -219,14 +271,9 @@ def modes_section(args, runs, save, previous=None):
 
     results = {}
     series = args.series[0]
-    targets = [(f"{series}/{horizon}", run_folder(runs, "titans_ts", series, horizon), MODELS["titans_ts"],
-                {"series": f"{DATA}/{series}.csv", "prediction_length": horizon})
-               for horizon in args.horizons]  # fmt: skip
-    targets.append(("synthetic_drift", runs / "titans_ts_drift", "configs/train/titans_ts_drift.yaml",
-                    {"prediction_length": args.horizons[0]}))  # fmt: skip
-    for name, folder, config, overrides in targets:
+    for name, folder, config, overrides in mode_targets(args, runs):
         key = f"{name}/training"
-        if kept := _kept(previous, key, config, folder, overrides):
+        if kept := _kept(previous, key, (config, folder, overrides, args.train_args)):
             results[key] = kept
         elif not (folder / "config.json").exists():
             print(f"modes: training {name}", flush=True)
@@ -462,9 +509,22 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(args.runs_dir or tmp)
         runs.mkdir(parents=True, exist_ok=True)
+        if "modes" in args.sections and previous:  # a recorded drift model is kept, not used as it is now
+            _, folder, config, overrides = mode_targets(args, runs)[-1]
+            key = "synthetic_drift/training"
+            if key in previous and folder.is_dir() and not _kept(previous, key, (config, folder, overrides,
+                                                                                args.train_args)):  # fmt: skip
+                parser.error(f"--runs-dir: {folder} holds a drift model that --resume cannot keep: its folder holds "
+                             "another result, or it was trained with another setup (the run file or model config "
+                             "was edited since); move it aside to train it again")  # fmt: skip
         if "quality" in args.sections:
             plan = quality_plan(args, runs, previous)
             taken = [str(folder) for _, folder, *_ in plan[0].values() if folder.is_dir() and any(folder.iterdir())]
+            if taken and args.resume:
+                parser.error(f"--runs-dir {runs} already holds {len(taken)} of the runs to train (e.g. {taken[0]}), "
+                             f"which --resume cannot keep: {out.with_suffix('.json')} does not record them, or their "
+                             "folders hold another result, or they were trained with another setup (the run files "
+                             "or model configs were edited since); move them aside to train them again")  # fmt: skip
             if taken:
                 parser.error(f"--runs-dir {runs} already holds {len(taken)} of the runs to train (e.g. {taken[0]}); "
                              "give an empty --runs-dir, or --resume with the report that recorded them")  # fmt: skip

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from huggingface_hub import ModelCard
 
 
@@ -136,9 +137,29 @@ def test_titans_ts_benchmark_smoke(tmp_path, shared_data):
     for key in ("hf_models_chunked", "hf_models_chunked_one_batch", "hf_models_reference"):
         assert speed[key]["forward_ms"] > 0 and speed[key]["forward_backward_ms"] > 0
     assert "## Evaluation modes" in out.with_suffix(".md").read_text()
+    where = ["--horizons", "8", "12", "--jobs", "2", "--runs-dir", str(tmp_path / "runs")]
+    # a recorded run trained with another setup than the run files and model configs give now (as after editing them)
+    # is not kept: --resume names it and trains nothing
+    runs = tmp_path / "runs"
+    for folder, edit in ((runs / "titans_ts_ETTh1_12_seed1", ("config.json", "head_dropout", 0.5)),
+                         (runs / "patchtst_ETTh1_8", ("train_config.yaml", "learning_rate", 0.5)),
+                         (runs / "titans_ts_drift", ("config.json", "memory_max_lr", 0.5))):  # fmt: skip
+        path = folder / edit[0]
+        saved = path.read_text()
+        if edit[0] == "train_config.yaml":
+            setup = yaml.safe_load(saved)
+            setup["training"][edit[1]] = edit[2]
+            path.write_text(yaml.safe_dump(setup, sort_keys=False))
+        else:
+            path.write_text(json.dumps({**json.loads(saved), edit[1]: edit[2]}))
+        refused = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_titans_ts.py"), "--sections", "quality",
+                                  "modes", "--seeds", "0", "1", *where, "--out", str(out), "--mode-windows", "20",
+                                  "--resume", "--train-args", *train_args], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+        assert refused.returncode == 2 and "cannot keep" in refused.stderr, refused.stderr[-2000:]
+        assert str(folder) in refused.stderr and json.loads(out.with_suffix(".json").read_text()) == report
+        path.write_text(saved)
     # --resume: a third seed keeps the two seeds' runs and the drift model (same results, not trained again) and
     # trains only the new ones
-    where = ["--horizons", "8", "12", "--jobs", "2", "--runs-dir", str(tmp_path / "runs")]
     _script("bench_titans_ts.py", "--sections", "quality", "modes", "--seeds", "0", "1", "2", *where, "--out", str(out),
             "--mode-windows", "20", "--resume", "--train-args", *train_args)  # fmt: skip
     resumed = json.loads(out.with_suffix(".json").read_text())
