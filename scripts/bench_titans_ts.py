@@ -212,14 +212,14 @@ def same_setup(config, folder, overrides, extra=()):
     from hf_models.training.arguments import load_yaml, resolved_config
     from hf_models.training.run import load_model_config
 
-    model_args, data_args, training_args = run_arguments(config, folder, overrides, extra)
     if not (folder / "train_config.yaml").exists():
         return False
-    resolved, trained = resolved_config(model_args, data_args, training_args), load_yaml(folder / "train_config.yaml")
-    for setup in (resolved, trained):
+    model_args, data_args, training_args = run_arguments(config, folder, overrides, extra)
+    resolved, recorded = resolved_config(model_args, data_args, training_args), load_yaml(folder / "train_config.yaml")
+    for setup in (resolved, recorded):
         for name in _TASK_ARGUMENTS:
             setup.get("training", {}).pop(name, None)
-    if yaml.safe_load(yaml.safe_dump(resolved, sort_keys=False)) != trained:
+    if yaml.safe_load(yaml.safe_dump(resolved, sort_keys=False)) != recorded:
         return False
     wanted, trained = load_model_config(model_args).to_dict(), AutoConfig.from_pretrained(folder).to_dict()
     return all(wanted.get(k) == trained.get(k) for k in wanted.keys() | trained.keys() if k not in _RUN_FIELDS)
