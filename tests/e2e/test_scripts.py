@@ -1,5 +1,6 @@
 """The README's main command (scripts/quickstart.py) and the baseline benchmark, on short budgets."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -187,6 +188,26 @@ def test_titans_ts_benchmark_smoke(tmp_path, shared_data):
                              capture_output=True, text=True)  # fmt: skip
     assert refused.returncode == 2 and "already holds" in refused.stderr, refused.stderr[-2000:]
     assert not tmp_path.joinpath("other.json").exists()
+
+
+def test_titans_ts_benchmark_horizon_run_files(tmp_path):
+    """A horizon with a run file of its own trains that horizon with the model's default run file's data and training
+    settings (the same protocol and budget); only the model's settings differ."""
+    from hf_models.training.arguments import parse_train_args
+
+    spec = importlib.util.spec_from_file_location("bench_titans_ts", ROOT / "scripts" / "bench_titans_ts.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.HORIZON_RUN_FILES and bench.run_file("titans_ts", 96) == bench.MODELS["titans_ts"]
+    for (name, horizon), path in bench.HORIZON_RUN_FILES.items():
+        assert bench.run_file(name, horizon) == path
+        assert bench.run_file("patchtst", horizon) == bench.MODELS["patchtst"]
+        model, data, training = parse_train_args(ROOT / path, ["--output_dir", str(tmp_path)])
+        default = parse_train_args(ROOT / bench.MODELS[name], ["--output_dir", str(tmp_path), "--prediction_length",
+                                                               str(horizon)])  # fmt: skip
+        assert data.prediction_length == horizon and vars(data) == vars(default[1])
+        assert training.to_dict() == default[2].to_dict()
+        assert model.model_config == default[0].model_config and model.model_overrides != default[0].model_overrides
 
 
 @pytest.mark.slow
